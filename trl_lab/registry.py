@@ -1,0 +1,320 @@
+"""Reward plugin registry.
+
+A reward plugin is anything that yields a TRL reward function
+``fn(prompts, completions, **columns) -> list[float | None]``. There are three ways in:
+
+* built-ins and user code registered with the :func:`register_reward` decorator;
+* a dotted path ``"package.module:object"``;
+* a Python entry point in the group ``trl_lab.rewards`` of any installed distribution
+  (``[project.entry-points."trl_lab.rewards"] my_reward = "my_pkg.rewards:my_reward"``).
+
+The registered object is either a *reward function* (it has a ``completions`` parameter; options given
+to :func:`get_reward` are bound as keyword arguments) or a *factory* (a class, or a function without a
+``completions`` parameter, called with the options and returning a reward function). Pass
+``factory=True``/``False`` to :func:`register_reward` to override that rule.
+
+:func:`get_reward` returns a :class:`Reward`: a checked wrapper that carries the plugin's name as
+``__name__`` (TRL logs ``rewards/<name>/mean``), re-raises a plugin's exception naming the plugin and
+the first failing sample, and rejects outputs of the wrong length or with NaN/inf. ``None`` keeps
+TRL's meaning: the reward does not apply to that sample.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import importlib.metadata
+import inspect
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+RewardFunc = Callable[..., Sequence[float | None]]
+
+ENTRY_POINT_GROUP = "trl_lab.rewards"
+
+# Keyword arguments TRL's GRPOTrainer passes to every reward function besides the dataset columns.
+_TRL_SUPPLIED = frozenset(
+    {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
+)
+
+
+class RewardPluginError(RuntimeError):
+    """A reward plugin could not be found, built, or returned an invalid result."""
+
+
+@dataclass(frozen=True)
+class _Registration:
+    name: str
+    target: Any
+    factory: bool
+    origin: str  # "trl_lab", a module name, or "entry point from <dist>"
+
+
+_REGISTRY: dict[str, _Registration] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register_reward(name: str, *, factory: bool | None = None) -> Callable[[Any], Any]:
+    """Register a reward function or factory under ``name``; returns the object unchanged.
+
+    Example::
+
+        @register_reward("shouting")
+        def shouting(completions, **kwargs):
+            return [float(completion_text(c).isupper()) for c in completions]
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"reward name must be a non-empty string, got {name!r}")
+
+    def decorator(obj: Any) -> Any:
+        if not callable(obj):
+            raise TypeError(f"@register_reward({name!r}) must decorate a function or class, got {obj!r}")
+        origin = getattr(obj, "__module__", None) or "<unknown>"
+        _add(_Registration(name, obj, _is_factory(obj) if factory is None else factory, origin))
+        return obj
+
+    return decorator
+
+
+def _add(reg: _Registration) -> None:
+    existing = _REGISTRY.get(reg.name)
+    if existing is not None and existing.target is not reg.target:
+        if _qualname(existing.target) == _qualname(reg.target):
+            pass  # the same definition imported again (module reload, __main__ vs package): replace it
+        else:
+            raise RewardPluginError(
+                f"reward name {reg.name!r} is already registered by {existing.origin} "
+                f"({_qualname(existing.target)}); cannot register {_qualname(reg.target)} from {reg.origin} "
+                "under the same name"
+            )
+    _REGISTRY[reg.name] = reg
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def _is_factory(obj: Any) -> bool:
+    """Classes are factories; a function is a reward function when it takes ``completions``."""
+    if inspect.isclass(obj):
+        return True
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return False
+    return "completions" not in params
+
+
+def _load_builtins() -> None:
+    importlib.import_module("trl_lab.rewards")  # registers the built-in plugins on import
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        if ep.name in _REGISTRY:
+            existing = _REGISTRY[ep.name]
+            warnings.warn(
+                f"entry point {ep.name!r} from distribution {dist!r} ({ep.value}) is shadowed by the reward "
+                f"already registered under that name by {existing.origin}",
+                stacklevel=2,
+            )
+            continue
+        # Loaded lazily, on first use: a broken third-party plugin must not break unrelated runs.
+        _REGISTRY[ep.name] = _Registration(ep.name, ep, factory=False, origin=f"entry point from {dist!r}")
+
+
+def list_rewards() -> list[str]:
+    """Names of all available rewards: built-ins, registered ones and installed entry points."""
+    _load_builtins()
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def describe_rewards() -> list[tuple[str, str]]:
+    """``(name, where it comes from)`` for every available reward, sorted by name."""
+    names = list_rewards()
+    return [(n, _REGISTRY[n].origin) for n in names]
+
+
+def get_reward(name: str, **kwargs: Any) -> "Reward":
+    """Build the reward called ``name`` (a registered name or ``"pkg.module:object"``) with options ``kwargs``."""
+    target, is_factory, display = _resolve(name)
+    try:
+        if is_factory:
+            fn = target(**kwargs)
+        else:
+            _check_kwargs(target, kwargs, display)
+            fn = functools.partial(target, **kwargs) if kwargs else target
+    except RewardPluginError:
+        raise
+    except TypeError as exc:
+        raise RewardPluginError(f"reward plugin {display!r}: bad options {sorted(kwargs)}: {exc}") from exc
+    except Exception as exc:
+        raise RewardPluginError(f"reward plugin {display!r} failed to build with options {kwargs}: {exc}") from exc
+    if not callable(fn):
+        raise RewardPluginError(f"reward plugin {display!r}: factory returned {type(fn).__name__}, not a callable")
+    if isinstance(fn, Reward):
+        return fn
+    return Reward(display, fn)
+
+
+def _resolve(name: str) -> tuple[Any, bool, str]:
+    if not isinstance(name, str) or not name:
+        raise RewardPluginError(f"reward name must be a non-empty string, got {name!r}")
+    if ":" in name:
+        return (*_import_dotted(name), name.rsplit(":", 1)[1].split(".")[-1])
+    _load_builtins()
+    if name not in _REGISTRY:
+        _load_entry_points()
+    reg = _REGISTRY.get(name)
+    if reg is None:
+        available = sorted(_REGISTRY)
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise RewardPluginError(
+            f"unknown reward {name!r}.{hint} Available: {', '.join(available) or '(none)'}. "
+            "A plugin can also be given as 'package.module:object' or installed as an entry point in the "
+            f"{ENTRY_POINT_GROUP!r} group."
+        )
+    if isinstance(reg.target, importlib.metadata.EntryPoint):
+        try:
+            obj = reg.target.load()
+        except Exception as exc:
+            raise RewardPluginError(
+                f"reward plugin {name!r} ({reg.origin}, {reg.target.value}) failed to import: {exc}"
+            ) from exc
+        reg = _Registration(name, obj, _is_factory(obj), reg.origin)
+        _REGISTRY[name] = reg
+    return reg.target, reg.factory, name
+
+
+def _import_dotted(path: str) -> tuple[Any, bool]:
+    module_name, _, attr_path = path.partition(":")
+    if not module_name or not attr_path:
+        raise RewardPluginError(f"dotted reward path must look like 'package.module:object', got {path!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RewardPluginError(f"reward plugin {path!r}: cannot import module {module_name!r}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise RewardPluginError(f"reward plugin {path!r}: {module_name!r} has no attribute {attr_path!r}") from exc
+    # An object registered with an explicit factory flag keeps it.
+    for reg in _REGISTRY.values():
+        if reg.target is obj:
+            return obj, reg.factory
+    return obj, _is_factory(obj)
+
+
+def _check_kwargs(fn: Any, kwargs: dict[str, Any], display: str) -> None:
+    if not kwargs:
+        return
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    named = {p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)}
+    unknown = sorted(set(kwargs) - named)
+    if unknown:
+        raise RewardPluginError(
+            f"reward plugin {display!r} has no option(s) {unknown}; its options are "
+            f"{sorted(named - {'prompts', 'completions', 'completion_ids'})}"
+        )
+
+
+class Reward:
+    """A TRL reward function wrapped with checks; ``__name__`` is the plugin name TRL logs under."""
+
+    def __init__(self, name: str, fn: RewardFunc):
+        self.name = name
+        self.__name__ = name
+        self.fn = fn
+
+    def __repr__(self) -> str:
+        return f"Reward({self.name!r}, {self.fn!r})"
+
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
+        try:
+            out = self.fn(prompts=prompts, completions=completions, **kwargs)
+        except Exception as exc:
+            index = self._first_failing_sample(prompts, completions, kwargs)
+            where = f" on sample {index}" if index is not None else ""
+            raise RewardPluginError(
+                f"reward plugin {self.name!r} raised {type(exc).__name__}{where}: {exc}"
+            ) from exc
+        return self.validate(out, len(completions))
+
+    def required_columns(self) -> list[str]:
+        """Dataset columns the plugin needs: its parameters without a default that TRL does not supply."""
+        fn, bound = self.fn, set()
+        while isinstance(fn, functools.partial):
+            bound |= set(fn.keywords)
+            fn = fn.func
+        if not inspect.isfunction(fn) and not inspect.ismethod(fn) and callable(fn):
+            fn = type(fn).__call__
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            return []
+        return [
+            p.name
+            for p in params
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in _TRL_SUPPLIED | bound | {"self"}
+        ]
+
+    def validate(self, out: Any, expected: int) -> list[float | None]:
+        """Check a plugin's output: one finite number (or None) per completion."""
+        if isinstance(out, (str, bytes)) or not isinstance(out, Sequence) and not hasattr(out, "tolist"):
+            raise RewardPluginError(
+                f"reward plugin {self.name!r} returned {type(out).__name__}; expected a list of floats"
+            )
+        values = out.tolist() if hasattr(out, "tolist") else list(out)
+        if len(values) != expected:
+            raise RewardPluginError(
+                f"reward plugin {self.name!r} returned {len(values)} rewards for {expected} completions"
+            )
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise RewardPluginError(
+                    f"reward plugin {self.name!r} returned {v!r} ({type(v).__name__}) for sample {i}; "
+                    "expected a float or None"
+                )
+            if not math.isfinite(v):
+                raise RewardPluginError(
+                    f"reward plugin {self.name!r} returned {v} for sample {i}; rewards must be finite "
+                    "(return None for 'not applicable')"
+                )
+            values[i] = float(v)
+        return values
+
+    def _first_failing_sample(self, prompts, completions, kwargs) -> int | None:
+        """Re-run the plugin one sample at a time to name the sample that breaks it (error path only)."""
+        n = len(completions)
+        per_sample = {k for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
+        for i in range(n):
+            sliced = {k: ([v[i]] if k in per_sample else v) for k, v in kwargs.items()}
+            try:
+                self.fn(
+                    prompts=[prompts[i]] if prompts is not None and len(prompts) == n else prompts,
+                    completions=[completions[i]],
+                    **sliced,
+                )
+            except Exception:
+                return i
+        return None

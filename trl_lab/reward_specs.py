@@ -1,0 +1,120 @@
+"""Reward specifications: which plugins, with which weights and options.
+
+A spec is written in YAML as a mapping, or on the command line as a string::
+
+    rewards:                                 # YAML (``--config run.yaml``)
+      - {name: gsm8k, weight: 1.0}
+      - {name: gsm8k_format, weight: 0.2}
+      - name: my_pkg.rewards:make_reward
+        weight: 0.5
+        kwargs: {threshold: 3}
+
+    --rewards gsm8k gsm8k_format=0.2 '{name: length, weight: 0.3, kwargs: {target: 200}}'   # CLI
+
+The string form is ``NAME`` or ``NAME=WEIGHT``; a string starting with ``{`` is parsed as a YAML/JSON
+mapping. :func:`build_rewards` turns specs into TRL's ``reward_funcs`` and ``reward_weights``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+from trl_lab.registry import Reward, RewardPluginError, get_reward
+
+_SPEC_KEYS = {"name", "weight", "kwargs"}
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """One reward plugin in a run: its registry name (or dotted path), weight and options."""
+
+    name: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_reward_spec(item: Any, *, key: str = "rewards") -> RewardSpec:
+    """Parse one spec (mapping, ``RewardSpec``, or CLI string); ``key`` names the config key in errors."""
+    if isinstance(item, RewardSpec):
+        return item
+    if isinstance(item, str):
+        text = item.strip()
+        if text.startswith("{"):
+            try:
+                item = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{key}: cannot parse reward spec {text!r}: {exc}") from exc
+        else:
+            name, sep, weight = text.rpartition("=") if "=" in text else (text, "", "")
+            return _make(name.strip(), weight.strip() if sep else 1.0, {}, key, item)
+    if not isinstance(item, Mapping):
+        raise ValueError(
+            f"{key}: a reward spec must be a mapping {{name, weight, kwargs}} or a string 'name[=weight]', "
+            f"got {item!r}"
+        )
+    unknown = set(item) - _SPEC_KEYS
+    if unknown:
+        raise ValueError(f"{key}: reward spec {dict(item)!r} has unknown key(s) {sorted(unknown)}; allowed: name, weight, kwargs")
+    if "name" not in item:
+        raise ValueError(f"{key}: reward spec {dict(item)!r} has no 'name'")
+    kwargs = item.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"{key}: 'kwargs' of reward {item['name']!r} must be a mapping, got {kwargs!r}")
+    return _make(item["name"], item.get("weight", 1.0), dict(kwargs), key, item)
+
+
+def _make(name: Any, weight: Any, kwargs: dict[str, Any], key: str, raw: Any) -> RewardSpec:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{key}: reward spec {raw!r} needs a non-empty string name")
+    try:
+        w = float(weight)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: weight of reward {name!r} must be a number, got {weight!r}") from None
+    if not math.isfinite(w):
+        raise ValueError(f"{key}: weight of reward {name!r} must be finite, got {w}")
+    return RewardSpec(name, w, kwargs)
+
+
+def parse_reward_specs(items: Iterable[Any] | None, *, key: str = "rewards") -> list[RewardSpec]:
+    """Parse a list of specs; duplicates (same name and options) are an error."""
+    specs = [parse_reward_spec(i, key=key) for i in (items or [])]
+    seen: set[str] = set()
+    for s in specs:
+        ident = f"{s.name}{sorted(s.kwargs.items())}"
+        if ident in seen:
+            raise ValueError(f"{key}: reward {s.name!r} is listed twice with the same options")
+        seen.add(ident)
+    return specs
+
+
+def build_rewards(specs: Iterable[RewardSpec | Any], *, key: str = "rewards") -> tuple[list[Reward], list[float]]:
+    """Resolve specs to TRL's ``reward_funcs`` and ``reward_weights``.
+
+    Two plugins that would log under the same name (the same plugin with different options) get a
+    ``#2``, ``#3``… suffix so TRL's per-reward metrics stay apart.
+    """
+    funcs: list[Reward] = []
+    weights: list[float] = []
+    names: dict[str, int] = {}
+    for spec in parse_reward_specs(specs, key=key):
+        try:
+            reward = get_reward(spec.name, **spec.kwargs)
+        except RewardPluginError as exc:
+            raise RewardPluginError(f"{key}: {exc}") from exc
+        count = names.get(reward.__name__, 0) + 1
+        names[reward.__name__] = count
+        if count > 1:
+            reward.name = reward.__name__ = f"{reward.__name__}#{count}"
+        funcs.append(reward)
+        weights.append(spec.weight)
+    if not funcs:
+        raise ValueError(f"{key}: no reward given; name at least one reward plugin")
+    return funcs, weights
