@@ -1,0 +1,166 @@
+"""GRPO end to end on a tiny random model: rewards from plugins, metrics per reward, early errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from trl_lab import GRPOConfig, GRPOTrainer, RewardPluginError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gsm_rows(n: int = 8) -> Dataset:
+    rows = [
+        {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "answer": str(2 * i)} for i in range(n)
+    ]
+    return Dataset.from_list(rows)
+
+
+def tiny_args(tmp_path, **overrides) -> GRPOConfig:
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"),
+        rewards=["gsm8k", "gsm8k_format=0.2"],
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=12,
+        learning_rate=1e-3,
+        beta=0.04,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return GRPOConfig(**kwargs)
+
+
+def test_grpo_two_steps_logs_each_reward(tmp_path, tiny_model_dir):
+    trainer = GRPOTrainer(model=str(tiny_model_dir), args=tiny_args(tmp_path), train_dataset=gsm_rows())
+    assert trainer.reward_func_names == ["gsm8k", "gsm8k_format"]
+    assert trainer.reward_weights.tolist() == pytest.approx([1.0, 0.2])
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        for key in ("rewards/gsm8k/mean", "rewards/gsm8k_format/mean", "reward", "loss", "kl"):
+            assert key in entry, f"{key} missing from {sorted(entry)}"
+            assert math.isfinite(entry[key]), (key, entry[key])
+        # A random model never writes a correct '#### N' line: both rewards are exactly zero.
+        assert entry["rewards/gsm8k/mean"] == 0.0 and entry["rewards/gsm8k_format/mean"] == 0.0
+        assert entry["reward"] == pytest.approx(entry["rewards/gsm8k/mean"] + 0.2 * entry["rewards/gsm8k_format/mean"])
+
+
+def test_weighted_sum_reaches_trl(tmp_path, tiny_model_dir):
+    """Constant plugins make TRL's weighted reward exactly predictable: 2*0.5 + (-1)*1.0 = 0."""
+    args = tiny_args(tmp_path, rewards=["tests.test_grpo_e2e:half=2", "tests.test_grpo_e2e:one=-1"], max_steps=1)
+    trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=gsm_rows())
+    trainer.train()
+    entry = next(e for e in trainer.state.log_history if "reward" in e)
+    assert entry["rewards/half/mean"] == 0.5 and entry["rewards/one/mean"] == 1.0
+    assert entry["reward"] == pytest.approx(0.0)
+
+
+def half(completions, **kwargs):
+    return [0.5] * len(completions)
+
+
+def one(completions, **kwargs):
+    return [1.0] * len(completions)
+
+
+def exploding(completions, **kwargs):
+    return [float("nan")] * len(completions)
+
+
+def test_missing_dataset_column_fails_before_loading(tmp_path, tiny_model_dir):
+    rows = Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}], "solution": "3"}] * 4)
+    with pytest.raises(ValueError, match=r"reward plugin 'gsm8k' needs dataset column\(s\) \['answer'\]"):
+        GRPOTrainer(model=str(tiny_model_dir), args=tiny_args(tmp_path), train_dataset=rows)
+
+
+def test_nan_reward_stops_training_naming_plugin(tmp_path, tiny_model_dir):
+    args = tiny_args(tmp_path, rewards=["gsm8k", "tests.test_grpo_e2e:exploding"], max_steps=1)
+    trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=gsm_rows())
+    with pytest.raises(RewardPluginError, match="'exploding' returned nan for sample 0"):
+        trainer.train()
+
+
+def test_plain_callables_are_wrapped(tmp_path, tiny_model_dir):
+    args = tiny_args(tmp_path, rewards=None)
+    trainer = GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[half], args=args, train_dataset=gsm_rows())
+    assert trainer.reward_func_names == ["half"]
+    assert trainer.reward_funcs[0](completions=["a"]) == [0.5]
+
+
+def test_rewards_and_reward_funcs_together_is_an_error(tmp_path, tiny_model_dir):
+    with pytest.raises(ValueError, match="either `reward_funcs` or `args.rewards`"):
+        GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[half], args=tiny_args(tmp_path), train_dataset=gsm_rows())
+
+
+def _write_tiny_run_config(tmp_path, model_dir, data_dir) -> Path:
+    config = {
+        "model_name_or_path": str(model_dir),
+        "dataset_source": "local",
+        "dataset_path": str(data_dir),
+        "train_size": 8,
+        "rewards": [{"name": "gsm8k"}, {"name": "gsm8k_format", "weight": 0.2}],
+        "output_dir": str(tmp_path / "run"),
+        "max_steps": 1,
+        "per_device_train_batch_size": 2,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "logging_steps": 1,
+        "report_to": "none",
+        "save_strategy": "no",
+        "bf16": False,
+        "activation_checkpointing": False,
+        "use_peft": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_target_modules": ["q_proj", "v_proj"],
+    }
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_example_script_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm8k):
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import grpo_gsm8k
+    finally:
+        sys.path.pop(0)
+    config = _write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k)
+    trainer = grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true"])
+    assert type(trainer.model).__name__.startswith("Peft")
+    assert (tmp_path / "run" / "adapter_config.json").exists()
+    entry = next(e for e in trainer.state.log_history if "reward" in e)
+    assert "rewards/gsm8k/mean" in entry and math.isfinite(entry["loss"])
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_dir, shared_gsm8k):
+    """`accelerate launch --num_processes 2` on CPU: both ranks train, rank 0 saves."""
+    config = _write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k)
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "examples" / "accelerate" / "cpu_2proc.yaml"),
+        str(REPO / "examples" / "grpo_gsm8k.py"), "--config", str(config), "--max_steps", "2",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (tmp_path / "run" / "adapter_model.safetensors").exists()
+    assert "after 2 steps on 2 process(es)" in out.stdout

@@ -1,0 +1,125 @@
+"""GRPO with reward plugins: TRL's ``GRPOConfig``/``GRPOTrainer`` plus what they lack.
+
+Added on top of TRL, nothing re-implemented:
+
+* ``GRPOConfig.rewards``: reward plugins by name with weights and options (YAML or CLI), resolved to
+  TRL's ``reward_funcs`` and ``reward_weights``;
+* embedded model names (``smollm2-135m-instruct``) resolved to a cached local checkpoint;
+* checks that fail before training rather than hours into it: every reward callable is wrapped with
+  :class:`~trl_lab.registry.Reward` (plugin name in errors, finite values, right length), the dataset
+  must carry the columns each plugin needs, and 4-bit loading is probed on the actual device.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import trl
+from torch import nn
+from transformers import TrainingArguments
+
+from trl_lab.embedded_model import resolve_model_path
+from trl_lab.quantization import check_bitsandbytes
+from trl_lab.registry import Reward
+from trl_lab.reward_specs import build_rewards, parse_reward_specs
+
+
+@dataclass
+class GRPOConfig(trl.GRPOConfig):
+    """TRL's ``GRPOConfig`` plus ``rewards``: the reward plugins of the run.
+
+    ``rewards`` is a list of specs (``name``, ``weight``, ``kwargs``); see :mod:`trl_lab.reward_specs`.
+    Weights go in the specs: setting TRL's ``reward_weights`` as well is an error.
+    """
+
+    rewards: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reward plugins with weights: 'name', 'name=weight', or a YAML mapping "
+            "'{name: ..., weight: ..., kwargs: {...}}'; a name may be 'package.module:object'. "
+            "See `trl-lab rewards` for the available names."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        _use_cpu_when_distributed_without_accelerator(self)
+        super().__post_init__()
+        if self.rewards is not None:
+            # Stored as plain dicts so the config stays JSON-serialisable for loggers and checkpoints.
+            self.rewards = [s.to_dict() for s in parse_reward_specs(self.rewards, key="rewards")]
+            if self.reward_weights is not None:
+                raise ValueError(
+                    "both `rewards` and `reward_weights` are set: give each weight in its reward spec "
+                    "(e.g. `gsm8k_format=0.2`) and leave `reward_weights` unset"
+                )
+
+
+def _use_cpu_when_distributed_without_accelerator(args: TrainingArguments) -> None:
+    """Under ``accelerate launch --num_processes N`` on a machine without GPUs, train on CPU *together*.
+
+    accelerate only forms a CPU process group (gloo) when told ``cpu=True``; otherwise every process
+    silently trains alone on the full data. Must run before ``TrainingArguments`` sets up devices.
+    """
+    if args.use_cpu or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        return
+    args.use_cpu = True
+
+
+class GRPOTrainer(trl.GRPOTrainer):
+    """TRL's ``GRPOTrainer`` that takes its rewards from ``args.rewards`` and checks its inputs early.
+
+    ``reward_funcs`` may still be given directly (callables, reward-model ids or modules, as in TRL);
+    plain callables are wrapped so their failures name them. A string ``model`` may be an embedded
+    model name from :mod:`trl_lab.embedded_model`.
+    """
+
+    def __init__(self, model: Any, reward_funcs: Any = None, args: trl.GRPOConfig | None = None,
+                 train_dataset: Any = None, *pos: Any, **kwargs: Any):
+        if args is None:
+            raise ValueError("trl_lab.GRPOTrainer needs `args` (a trl_lab.GRPOConfig with `rewards`)")
+        rewards = getattr(args, "rewards", None)
+        if reward_funcs is not None and rewards:
+            raise ValueError("pass either `reward_funcs` or `args.rewards`, not both")
+        if reward_funcs is None:
+            if not rewards:
+                raise ValueError("no rewards: set `rewards` in the config (e.g. `--rewards gsm8k gsm8k_format=0.2`)")
+            reward_funcs, args.reward_weights = build_rewards(rewards)
+        else:
+            reward_funcs = [_wrap(f) for f in (reward_funcs if isinstance(reward_funcs, list) else [reward_funcs])]
+        if train_dataset is not None:
+            check_reward_columns(reward_funcs, train_dataset)
+        quantization_config = kwargs.get("quantization_config")
+        if quantization_config is not None and (
+            getattr(quantization_config, "load_in_4bit", False) or getattr(quantization_config, "load_in_8bit", False)
+        ):
+            check_bitsandbytes(str(args.device.type))
+        if isinstance(model, str):
+            model = resolve_model_path(model)
+        super().__init__(model, reward_funcs, args, train_dataset, *pos, **kwargs)
+
+
+def _wrap(func: Any) -> Any:
+    """Wrap plain reward callables in :class:`Reward`; reward-model ids and modules pass through."""
+    if isinstance(func, (str, nn.Module, Reward)):
+        return func
+    return Reward(trl.trainer.utils.get_callable_name(func), func)
+
+
+def check_reward_columns(reward_funcs: list[Any], dataset: Any) -> None:
+    """Raise if a reward plugin needs a dataset column the training set does not have."""
+    columns = set(getattr(dataset, "column_names", None) or [])
+    if not columns:
+        return  # iterable datasets without known columns: TRL will fail on the first batch instead
+    for func in reward_funcs:
+        if isinstance(func, Reward):
+            missing = [c for c in func.required_columns() if c not in columns]
+            if missing:
+                raise ValueError(
+                    f"reward plugin {func.name!r} needs dataset column(s) {missing}, but the training set has "
+                    f"{sorted(columns)}"
+                )
