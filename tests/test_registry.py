@@ -229,3 +229,24 @@ def test_broken_entry_point_fails_only_when_used(monkeypatch):
     assert get_reward("gsm8k").__name__ == "gsm8k"  # other plugins unaffected
     with pytest.raises(RewardPluginError, match="'broken_plugin'.*no_such_pkg_abc:fn.*failed to import"):
         get_reward("broken_plugin")
+
+
+def test_async_plugins_stay_async_for_trl_and_are_checked():
+    import asyncio
+
+    from trl.trainer.utils import is_async_callable
+
+    async def remote_judge(completions, answer, **kwargs):
+        return [1.0 if completion_text(c) == a else 0.0 for c, a in zip(completions, answer)]
+
+    async def flaky(completions, **kwargs):
+        if any(completion_text(c) == "boom" for c in completions):
+            raise ConnectionError("judge unreachable")
+        return [0.0] * len(completions)
+
+    judge = registry.wrap_reward("judge", remote_judge)
+    assert is_async_callable(judge)  # TRL gathers async rewards concurrently
+    assert judge.required_columns() == ["answer"]
+    assert asyncio.run(judge(completions=["4", "5"], answer=["4", "4"])) == [1.0, 0.0]
+    with pytest.raises(RewardPluginError, match="'flaky' raised ConnectionError on sample 1"):
+        asyncio.run(registry.wrap_reward("flaky", flaky)(completions=["ok", "boom"]))

@@ -163,9 +163,20 @@ def get_reward(name: str, **kwargs: Any) -> "Reward":
         raise RewardPluginError(f"reward plugin {display!r} failed to build with options {kwargs}: {exc}") from exc
     if not callable(fn):
         raise RewardPluginError(f"reward plugin {display!r}: factory returned {type(fn).__name__}, not a callable")
+    return wrap_reward(display, fn)
+
+
+def wrap_reward(name: str, fn: RewardFunc) -> "Reward":
+    """Wrap a reward callable in the checked :class:`Reward` (``AsyncReward`` for ``async`` plugins)."""
     if isinstance(fn, Reward):
         return fn
-    return Reward(display, fn)
+    return AsyncReward(name, fn) if _is_async(fn) else Reward(name, fn)
+
+
+def _is_async(fn: Any) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 def _resolve(name: str) -> tuple[Any, bool, str]:
@@ -249,12 +260,12 @@ class Reward:
         try:
             out = self.fn(prompts=prompts, completions=completions, **kwargs)
         except Exception as exc:
-            index = self._first_failing_sample(prompts, completions, kwargs)
-            where = f" on sample {index}" if index is not None else ""
-            raise RewardPluginError(
-                f"reward plugin {self.name!r} raised {type(exc).__name__}{where}: {exc}"
-            ) from exc
+            raise self._failure(exc, self._first_failing_sample(prompts, completions, kwargs)) from exc
         return self.validate(out, len(completions))
+
+    def _failure(self, exc: Exception, index: int | None) -> RewardPluginError:
+        where = f" on sample {index}" if index is not None else ""
+        return RewardPluginError(f"reward plugin {self.name!r} raised {type(exc).__name__}{where}: {exc}")
 
     def required_columns(self) -> list[str]:
         """Dataset columns the plugin needs: its parameters without a default that TRL does not supply."""
@@ -305,16 +316,39 @@ class Reward:
 
     def _first_failing_sample(self, prompts, completions, kwargs) -> int | None:
         """Re-run the plugin one sample at a time to name the sample that breaks it (error path only)."""
-        n = len(completions)
-        per_sample = {k for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
-        for i in range(n):
-            sliced = {k: ([v[i]] if k in per_sample else v) for k, v in kwargs.items()}
+        for i, single in enumerate(_single_samples(prompts, completions, kwargs)):
             try:
-                self.fn(
-                    prompts=[prompts[i]] if prompts is not None and len(prompts) == n else prompts,
-                    completions=[completions[i]],
-                    **sliced,
-                )
+                self.fn(**single)
             except Exception:
                 return i
         return None
+
+
+class AsyncReward(Reward):
+    """:class:`Reward` for ``async`` plugins; TRL awaits these concurrently with each other."""
+
+    async def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
+        try:
+            out = await self.fn(prompts=prompts, completions=completions, **kwargs)
+        except Exception as exc:
+            index = None
+            for i, single in enumerate(_single_samples(prompts, completions, kwargs)):
+                try:
+                    await self.fn(**single)
+                except Exception:
+                    index = i
+                    break
+            raise self._failure(exc, index) from exc
+        return self.validate(out, len(completions))
+
+
+def _single_samples(prompts, completions, kwargs):
+    """The call's keyword arguments cut down to one sample at a time (per-sample lists are sliced)."""
+    n = len(completions)
+    per_sample = {k for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
+    for i in range(n):
+        yield {
+            "prompts": [prompts[i]] if prompts is not None and len(prompts) == n else prompts,
+            "completions": [completions[i]],
+            **{k: ([v[i]] if k in per_sample else v) for k, v in kwargs.items()},
+        }
