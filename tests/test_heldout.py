@@ -1,0 +1,224 @@
+"""HeldOutAccuracyCallback on a tiny random model: what it logs, when, and that its numbers are the checker's."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+from datasets import Dataset
+
+from trl_lab import GRPOConfig, GRPOTrainer, completion_text
+from trl_lab.callbacks.heldout import HeldOutAccuracyCallback, apply_prompt_template
+from trl_lab.callbacks.metrics_log import MetricsLoggerCallback
+
+KEYS = ("heldout/accuracy", "heldout/accuracy_stderr", "heldout/mean_length", "heldout/format_rate")
+
+
+def questions(n: int) -> Dataset:
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "answer": str(2 * i)} for i in range(n)]
+    return Dataset.from_list(rows)
+
+
+def tiny_args(tmp_path, **overrides) -> GRPOConfig:
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"),
+        rewards=["gsm8k", "gsm8k_format=0.2"],
+        max_steps=4,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        learning_rate=1e-3,
+        beta=0.04,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return GRPOConfig(**kwargs)
+
+
+@pytest.fixture
+def trainer(tmp_path, tiny_model_dir):
+    return GRPOTrainer(model=str(tiny_model_dir), args=tiny_args(tmp_path), train_dataset=questions(8))
+
+
+def parity(completions, answer, **kwargs):
+    """A scripted checker with a non-trivial pass rate on random text: even character count."""
+    return [float(len(completion_text(c)) % 2 == 0) for c in completions]
+
+
+def script_answers(model, tokenizer, text_for=lambda q: f"#### {2 * q}", calls=None):
+    """Make ``model.generate`` answer every 'What is i + i?' prompt with ``text_for(i)`` then EOS."""
+
+    def generate(input_ids, attention_mask=None, max_new_tokens=None, **kwargs):
+        if calls is not None:
+            calls.append({"training": model.training, "grad": torch.is_grad_enabled(), "kwargs": kwargs})
+        rows = []
+        for ids in input_ids.tolist():
+            q = int(re.findall(r"What is (\d+) \+", tokenizer.decode(ids))[-1])
+            rows.append(tokenizer.encode(text_for(q), add_special_tokens=False) + [tokenizer.eos_token_id])
+        width = max(map(len, rows))
+        rows = [r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows]
+        return torch.cat([input_ids, torch.tensor(rows, dtype=input_ids.dtype)], dim=1)
+
+    model.generate = generate
+
+
+def test_logs_at_step_zero_and_every_eval_step_without_eating_trl_metrics(tmp_path, tiny_model_dir):
+    trainer = GRPOTrainer(model=str(tiny_model_dir), args=tiny_args(tmp_path, max_steps=5), train_dataset=questions(8))
+    cb = HeldOutAccuracyCallback(questions(6), eval_steps=2, max_new_tokens=6, batch_size=4, table_size=3).bind(trainer)
+    assert sum(isinstance(c, MetricsLoggerCallback) for c in trainer.callback_handler.callbacks) == 1
+    trainer.train()
+    history = trainer.state.log_history
+
+    held = [e for e in history if "heldout/accuracy" in e]
+    assert [e["step"] for e in held] == [0, 2, 4, 5]  # before the first step, every 2 steps, and the last
+    for e in held:
+        assert all(k in e and math.isfinite(e[k]) for k in KEYS), e
+        assert e["heldout/n"] == 6 and 0 < e["heldout/mean_length"] <= 6
+        assert "reward" not in e  # TRL's pending training metrics are not folded into the held-out entry
+    # ... and every step's own training log still has them, eval steps included.
+    train = [e for e in history if "reward" in e]
+    assert [e["step"] for e in train] == [1, 2, 3, 4, 5]
+    assert all("kl" in e and "rewards/gsm8k/mean" in e and "loss" in e for e in train)
+
+    assert [h["step"] for h in cb.history] == [0, 2, 4, 5] and cb.last_step == 5
+    assert [h["accuracy"] for h in cb.history] == [e["heldout/accuracy"] for e in held]
+    assert len(cb.last_items) == 6 and len(cb.last_completions) == 6
+
+    out = tmp_path / "out"
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "heldout/accuracy" in x] == [0, 2, 4, 5]
+    table = [json.loads(x) for x in (out / "heldout" / "step_000004.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in table] == [0, 1, 2] and table[0]["prompt"] == "What is 0 + 0?"
+    assert sorted(p.name for p in (out / "heldout").iterdir()) == [f"step_{s:06d}.jsonl" for s in (0, 2, 4, 5)]
+    assert (out / "report.png").stat().st_size > 10_000  # written at on_train_end
+    assert json.loads((out / "report.json").read_text())["n_heldout_evals"] == 4
+
+
+def test_accuracy_is_the_checkers_on_independent_greedy_completions(trainer):
+    data = questions(10)
+    with torch.no_grad():  # larger weights: greedy text that differs between prompts (not one repeated token)
+        for param in trainer.model.parameters():
+            param.mul_(10)
+    cb = HeldOutAccuracyCallback(data, checker=parity, max_new_tokens=7, batch_size=4, format_reward=None).bind(trainer)
+    metrics = cb.evaluate()
+
+    model, tok = trainer.model, trainer.processing_class
+    tok.padding_side = "left"
+    texts = []
+    with torch.no_grad():
+        for start in range(0, 10, 4):
+            prompts = [apply_prompt_template(p, tok) for p in data["prompt"][start : start + 4]]
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            out = model.generate(**enc, max_new_tokens=7, do_sample=False, pad_token_id=tok.pad_token_id)
+            texts += tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    expected = [len(t) % 2 == 0 for t in texts]
+    assert 0 < sum(expected) < 10, "the scripted checker should pass some items and fail others"
+    assert cb.last_completions == texts
+    assert cb.last_items == expected
+    p = sum(expected) / 10
+    assert metrics["heldout/accuracy"] == pytest.approx(p)
+    assert metrics["heldout/accuracy_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / 10))
+    assert "heldout/format_rate" not in metrics and math.isnan(cb.history[-1]["format_rate"])
+
+
+def test_model_that_always_answers_correctly_scores_one_with_zero_stderr(trainer):
+    tok = trainer.processing_class
+    calls = []
+    script_answers(trainer.model, tok, calls=calls)
+    cb = HeldOutAccuracyCallback(questions(7), batch_size=3, max_new_tokens=16).bind(trainer)
+    metrics = cb.evaluate()
+    assert metrics["heldout/accuracy"] == 1.0 and metrics["heldout/accuracy_stderr"] == 0.0
+    assert metrics["heldout/format_rate"] == 1.0
+    assert cb.last_items == [True] * 7 and cb.last_completions[3] == "#### 6"
+    lengths = [len(tok.encode(f"#### {2 * i}", add_special_tokens=False)) + 1 for i in range(7)]  # + EOS
+    assert metrics["heldout/mean_length"] == pytest.approx(sum(lengths) / 7)
+    assert len(calls) == 3 and all(c["kwargs"]["do_sample"] is False for c in calls)  # batches of 3, greedy
+
+
+def test_eval_mode_and_no_grad_inside_train_mode_restored_after(trainer):
+    calls = []
+    script_answers(trainer.model, trainer.processing_class, calls=calls)
+    cb = HeldOutAccuracyCallback(questions(2)).bind(trainer)
+    for mode in (True, False):
+        trainer.model.train(mode)
+        cb.evaluate()
+        assert trainer.model.training is mode
+        assert calls[-1]["training"] is False and calls[-1]["grad"] is False
+
+
+def test_threshold_decides_correct_for_graded_rewards(trainer):
+    script_answers(trainer.model, trainer.processing_class, text_for=lambda q: "x" * (q + 1))
+
+    def graded(completions, **kwargs):  # 0.0, 0.25, 0.5, 0.75 by completion length
+        return [min(len(completion_text(c)) - 1, 3) / 4 for c in completions]
+
+    for threshold, expected in ((0.5, [False, False, True, True]), (0.75, [False, False, False, True])):
+        cb = HeldOutAccuracyCallback(questions(4), checker=graded, threshold=threshold, format_reward=None)
+        cb.bind(trainer).evaluate()
+        assert cb.last_items == expected and cb.last_rewards == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_checker_by_plugin_name_and_bad_inputs():
+    cb = HeldOutAccuracyCallback(questions(2), checker="gsm8k_format", format_reward=None)
+    assert cb.checker.name == "gsm8k_format"
+    with pytest.raises(ValueError, match="needs a 'prompt' column"):
+        HeldOutAccuracyCallback(Dataset.from_list([{"question": "q", "answer": "1"}]))
+    with pytest.raises(ValueError, match=r"checker 'gsm8k' needs column\(s\) \['answer'\]"):
+        HeldOutAccuracyCallback(Dataset.from_list([{"prompt": "What is 1 + 1?"}]))
+    with pytest.raises(RuntimeError, match="not bound to a trainer"):
+        cb.on_train_begin(None, None, None)
+
+
+def test_eval_steps_default_follows_args(trainer):
+    from transformers import TrainerState
+
+    cb = HeldOutAccuracyCallback(questions(2))
+    state = TrainerState(max_steps=100)
+    trainer.args.eval_steps = 7
+    assert cb._resolve_eval_steps(trainer.args, state) == 7
+    trainer.args.eval_steps = 0.25
+    assert cb._resolve_eval_steps(trainer.args, state) == 25
+    trainer.args.eval_steps = None
+    assert cb._resolve_eval_steps(trainer.args, state) == 50
+
+
+def test_plain_text_prompts_get_plain_completions(trainer):
+    seen = []
+
+    def checker(prompts, completions, answer, **kwargs):
+        seen.extend(completions)
+        return [1.0] * len(completions)
+
+    script_answers(trainer.model, trainer.processing_class)
+    data = Dataset.from_list([{"prompt": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(3)])
+    cb = HeldOutAccuracyCallback(data, checker=checker).bind(trainer)
+    assert cb.evaluate()["heldout/accuracy"] == 1.0
+    assert seen == ["#### 0", "#### 2", "#### 4"]
+
+
+def test_metrics_logger_restarts_fresh_runs_and_cuts_back_resumed_ones(tmp_path):
+    from transformers import TrainerState
+
+    class Args:
+        output_dir = str(tmp_path)
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"loss": 1.0, "step": s}) + "\n" for s in (1, 2, 3, 4)))
+    logger = MetricsLoggerCallback(write_report=False)
+    logger.on_train_begin(Args, TrainerState(global_step=2), None)  # resumed from step 2
+    logger.on_log(Args, TrainerState(global_step=3), None, logs={"loss": 0.5, "nan": float("nan")})
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [
+        {"loss": 1.0, "step": 1}, {"loss": 1.0, "step": 2}, {"loss": 0.5, "nan": None, "step": 3},
+    ]
+    fresh = MetricsLoggerCallback(write_report=False)
+    fresh.on_log(Args, TrainerState(global_step=0), None, logs={"a": 1})
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [{"a": 1, "step": 0}]

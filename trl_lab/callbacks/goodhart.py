@@ -1,0 +1,458 @@
+"""GoodhartCallback: stop when the training reward keeps rising while held-out accuracy falls, keep the best.
+
+The detection rule, its parameters and the gold-source protocol are documented on
+:class:`GoodhartCallback` and in ``docs/goodhart.md``; ``bench/goodhart.py`` measures it on simulated runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+__all__ = ["GoldItemsSource", "GoodhartCallback"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "goodhart.json"
+SNAPSHOT_DIR = "goodhart_best"
+
+
+@runtime_checkable
+class GoldItemsSource(Protocol):
+    """Where per-item held-out results come from (e.g. ``HeldOutAccuracyCallback``).
+
+    ``last_items[i]`` is whether held-out item ``i`` was answered correctly at the evaluation made at
+    training step ``last_step`` (``None`` before the first one). Items must be in the same order at every
+    evaluation: the paired test compares item ``i`` with item ``i``.
+    """
+
+    last_items: Sequence[bool] | None
+    last_step: int | None
+
+
+# Gold sources by gold metric, so a callback that transformers rebuilds from a checkpoint's JSON state
+# (``restore_callback_states_from_checkpoint=True``) finds the live source again.
+_SOURCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+class GoodhartCallback(TrainerCallback, ExportableState):
+    """Stop training when the proxy reward rises while held-out (gold) accuracy falls; restore the best step.
+
+    **Inputs.** ``proxy_metric`` (default ``reward``; or e.g. ``rewards/sentiment/mean``) is read from every
+    log and smoothed with an exponential moving average (``proxy_ema`` = weight of the newest value).
+    ``gold_metric`` (default ``heldout/accuracy``) is read from the logs of evaluation steps, with its
+    standard error from ``<gold_metric>_stderr`` when logged. Per-item correctness comes from ``heldout``
+    (a :class:`GoldItemsSource`, e.g. ``HeldOutAccuracyCallback``): its ``last_items`` are used when its
+    ``last_step`` is the current step, and a new evaluation there counts as a gold observation even when
+    the accuracy is not in the logs. :meth:`observe` is the same thing without a trainer.
+
+    **Best step.** The gold curve is smoothed with a centred moving average over ``2*smoothing + 1``
+    evaluations; a step's smoothed value is final once the evaluation ``smoothing`` after it has arrived.
+    The best step is the peak of the smoothed curve (first one on ties); its *reference* is the pooled
+    window: per item, the fraction of correct answers over the window's evaluations (or, without items, the
+    window's mean accuracy with standard error ``sqrt(sum se_j^2) / w``).
+
+    **Drop statistic** at each evaluation ``k`` after the best step is known: one-sided z of reference
+    minus current accuracy.
+
+    * with per-item results: the paired-difference z-test ``z = mean(d) / (sd(d) / sqrt(n))`` with
+      ``d_i = ref_i - x_i`` (McNemar's test when the window is a single evaluation). Item difficulty is
+      shared between checkpoints, so this is much tighter than comparing two accuracies;
+    * otherwise: ``z = (ref - g_k) / sqrt(se_ref^2 + se_k^2)``, ``se`` the logged stderr, else the
+      binomial ``sqrt(g(1-g)/n)`` with ``n = gold_n``.
+
+    **Trigger** (never during the first ``warmup_evals`` evaluations):
+
+    * *Goodhart*: ``z >= z_threshold`` at ``patience`` consecutive evaluations, and the smoothed proxy is
+      above its value at the best step by more than ``proxy_min_rise`` (skipped when ``proxy_metric`` is
+      ``None``);
+    * *collapse*: a single ``z >= collapse_z`` (whatever the proxy does).
+
+    Defaults (z 3.5, patience 2, collapse 7, smoothing 1, warm-up 3) hold false alarms under 1% on 40
+    evaluations of 500 items in ``bench/goodhart.py``; the false-alarm rate grows with the number of
+    evaluations (more chances), so raise ``z_threshold`` for much longer runs.
+
+    **On trigger**: ``control.should_training_stop = True``; ``triggered_step``, ``trigger_reason``,
+    ``best_step``, ``best_gold`` (smoothed) and ``proxy_point`` (smoothed proxy at the best step) are set;
+    ``goodhart.json`` is written to ``args.output_dir``; with ``restore_best`` the trainable parameters
+    (the adapter for LoRA) of the best step are copied back into the model in ``on_train_end``. They are
+    snapshotted in CPU memory at each evaluation that may become the best, and written to
+    ``output_dir/goodhart_best/step-<k>.safetensors`` at each checkpoint save so a resumed run can restore them.
+
+    State survives checkpoint/resume through transformers' ``ExportableState`` (with
+    ``restore_callback_states_from_checkpoint=True``).
+    """
+
+    def __init__(
+        self,
+        proxy_metric: str | None = "reward",
+        gold_metric: str = "heldout/accuracy",
+        *,
+        gold_stderr_metric: str | None = None,
+        gold_n: int | None = None,
+        z_threshold: float = 3.5,
+        patience: int = 2,
+        collapse_z: float = 7.0,
+        warmup_evals: int = 3,
+        smoothing: int = 1,
+        proxy_ema: float = 0.3,
+        proxy_min_rise: float = 0.0,
+        restore_best: bool = True,
+        heldout: GoldItemsSource | None = None,
+    ):
+        if patience < 1 or smoothing < 0 or warmup_evals < 0 or not 0 < proxy_ema <= 1:
+            raise ValueError("need patience >= 1, smoothing >= 0, warmup_evals >= 0 and 0 < proxy_ema <= 1")
+        self.proxy_metric = proxy_metric
+        self.gold_metric = gold_metric
+        self.gold_stderr_metric = gold_stderr_metric or f"{gold_metric}_stderr"
+        self.gold_n = gold_n
+        self.z_threshold = z_threshold
+        self.patience = patience
+        self.collapse_z = collapse_z
+        self.warmup_evals = warmup_evals
+        self.smoothing = smoothing
+        self.proxy_ema = proxy_ema
+        self.proxy_min_rise = proxy_min_rise
+        self.restore_best = restore_best
+        if heldout is not None:
+            try:
+                _SOURCES[gold_metric] = heldout
+            except TypeError:  # not weak-referenceable: no re-linking after a callback-state restore
+                pass
+        self.heldout = heldout if heldout is not None else _SOURCES.get(gold_metric)
+        # Detector state (JSON-serialisable; see state()).
+        self.history: list[dict[str, Any]] = []  # per evaluation: step, gold, proxy, se, z, smoothed
+        self.window_items: list[np.ndarray | None] = []  # per-item results of the last 2*smoothing+1 evals
+        self.best_step: int | None = None
+        self.best_gold: float | None = None  # smoothed gold at the best step
+        self.best_ref: dict[str, Any] | None = None  # reference: gold, se, items (pooled window)
+        self.proxy_point: float | None = None
+        self.proxy_smoothed: float | None = None
+        self.consecutive = 0
+        self.triggered_step: int | None = None
+        self.trigger_reason: str | None = None
+        self.restored = False
+        self._snapshots: dict[int, dict[str, Any]] = {}
+        self._persisted: set[int] = set()
+        self._warned: set[str] = set()
+
+    # ----------------------------------------------------------------------------------------- detector
+
+    @property
+    def triggered(self) -> bool:
+        """Whether the detector has fired."""
+        return self.triggered_step is not None
+
+    def observe(
+        self,
+        step: int,
+        proxy: float,
+        gold: float,
+        gold_items: Sequence[bool] | None = None,
+        *,
+        gold_stderr: float | None = None,
+        model: Any = None,
+    ) -> bool:
+        """Record one gold evaluation at ``step`` with the proxy level then; True once the detector has fired.
+
+        ``proxy`` is used as given (NaN when unknown). With ``model``, its trainable parameters are
+        snapshotted so :meth:`restore` can bring back the best step. Observations after the trigger are
+        ignored (the verdict and best step stay fixed).
+        """
+        if self.triggered:
+            return True
+        self._as_arrays()
+        items = None if gold_items is None else np.asarray(gold_items, dtype=np.float64)
+        if items is not None and items.size == 0:
+            items = None
+        se = self._stderr(gold, items, gold_stderr)
+        if model is not None:
+            self._snapshots[int(step)] = _trainable_state(model)
+        self.history.append({"step": int(step), "gold": float(gold), "proxy": float(proxy), "se": se,
+                             "z": None, "smoothed": None})
+        self.window_items.append(items)
+        del self.window_items[: -(2 * self.smoothing + 1)]
+        self._finalize(len(self.history) - 1 - self.smoothing)
+        z = self._drop_z(gold, se, items)
+        self.history[-1]["z"] = z
+        self.consecutive = self.consecutive + 1 if z is not None and z >= self.z_threshold else 0
+        reason = self._verdict(z, proxy)
+        if reason is not None:
+            self.triggered_step, self.trigger_reason = int(step), reason
+            logger.warning(
+                "GoodhartCallback: %s at step %d (z=%.2f; gold %.4f vs smoothed best %.4f at step %s; "
+                "proxy %.4g vs %.4g there)", reason, step, z, gold, self.best_gold, self.best_step, proxy,
+                math.nan if self.proxy_point is None else self.proxy_point,
+            )
+        self._prune_snapshots()
+        return self.triggered
+
+    def _stderr(self, gold: float, items: np.ndarray | None, given: float | None) -> float | None:
+        if given is not None and math.isfinite(given) and given > 0:
+            return float(given)
+        n = items.size if items is not None else self.gold_n
+        if not n:
+            return None
+        g = min(max(gold, 0.5 / n), 1 - 0.5 / n)
+        return math.sqrt(g * (1 - g) / n)
+
+    def _finalize(self, index: int) -> None:
+        """The smoothed value of evaluation ``index`` is final: update the best step and its reference."""
+        if index < 0:
+            return
+        h = self.smoothing
+        lo, hi = max(0, index - h), min(len(self.history), index + h + 1)
+        window = self.history[lo:hi]
+        smoothed = float(np.mean([e["gold"] for e in window]))
+        self.history[index]["smoothed"] = smoothed
+        if self.best_gold is not None and smoothed <= self.best_gold:
+            return
+        entry = self.history[index]
+        self.best_step, self.best_gold, self.proxy_point = entry["step"], smoothed, entry["proxy"]
+        ses = [e["se"] for e in window]
+        se_ref = math.sqrt(sum(s * s for s in ses)) / len(ses) if all(s is not None for s in ses) else None
+        # window_items holds the last 2h+1 evaluations; map history indices onto it.
+        offset = len(self.history) - len(self.window_items)
+        rows = [self.window_items[i - offset] for i in range(lo, hi) if i - offset >= 0]
+        ref_items = None
+        if rows and all(r is not None for r in rows) and len({r.size for r in rows}) == 1:
+            ref_items = sum(rows) / len(rows)
+        self.best_ref = {"gold": smoothed, "se": se_ref, "items": ref_items}
+
+    def _as_arrays(self) -> None:
+        """Per-item vectors as float arrays (they come back as lists from a checkpoint's JSON state)."""
+        self.window_items = [None if r is None else np.asarray(r, dtype=np.float64) for r in self.window_items]
+        if self.best_ref is not None and self.best_ref.get("items") is not None:
+            self.best_ref["items"] = np.asarray(self.best_ref["items"], dtype=np.float64)
+
+    def _drop_z(self, gold: float, se: float | None, items: np.ndarray | None) -> float | None:
+        ref = self.best_ref
+        if ref is None:
+            return None
+        if items is not None and ref["items"] is not None and ref["items"].size == items.size and items.size > 1:
+            d = ref["items"] - items
+            n = d.size
+            total = float(d.sum())
+            var = max(float(np.dot(d, d)) - total * total / n, 0.0) / (n - 1)
+            if var <= 1e-12:
+                return math.inf if total > 0 else 0.0
+            return (total / n) / math.sqrt(var / n)
+        if se is None or ref["se"] is None:
+            self._warn_once(
+                "no-se",
+                f"GoodhartCallback: no standard error for {self.gold_metric!r}: give per-item results "
+                f"(heldout=...), log {self.gold_stderr_metric!r}, or set gold_n; detection is off",
+            )
+            return None
+        return (ref["gold"] - gold) / math.sqrt(ref["se"] ** 2 + se**2)
+
+    def _verdict(self, z: float | None, proxy: float) -> str | None:
+        if z is None:
+            return None
+        if z >= self.collapse_z:
+            return "collapse"
+        if len(self.history) <= self.warmup_evals or self.consecutive < self.patience:
+            return None
+        if self.proxy_metric is None:
+            return "gold_drop"
+        if self.proxy_point is None or not math.isfinite(proxy) or not math.isfinite(self.proxy_point):
+            return None
+        return "goodhart" if proxy - self.proxy_point > self.proxy_min_rise else None
+
+    # ----------------------------------------------------------------------------------- weights
+
+    def _prune_snapshots(self) -> None:
+        keep = {e["step"] for e in self.history if e["smoothed"] is None}
+        if self.best_step is not None:
+            keep.add(self.best_step)
+        for step in list(self._snapshots):
+            if step not in keep:
+                del self._snapshots[step]
+
+    def restore(self, model: Any, snapshot_dir: str | os.PathLike | None = None) -> bool:
+        """Copy the best step's trainable parameters back into ``model``; False when no snapshot exists.
+
+        Looks in memory first, then in ``snapshot_dir`` (``output_dir/goodhart_best`` in a trainer).
+        """
+        if self.best_step is None:
+            return False
+        weights = self._snapshots.get(self.best_step)
+        if weights is None and snapshot_dir is not None:
+            path = Path(snapshot_dir) / f"step-{self.best_step}.safetensors"
+            if path.exists():
+                from safetensors.torch import load_file
+
+                weights = load_file(str(path))
+        if weights is None:
+            logger.warning("GoodhartCallback: no snapshot of best step %s; weights not restored", self.best_step)
+            return False
+        import torch
+
+        params = dict(model.named_parameters())
+        missing = [name for name in weights if name not in params]
+        if missing:
+            raise RuntimeError(f"GoodhartCallback: snapshot has parameters the model lacks: {missing[:5]}")
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value.to(device=params[name].device, dtype=params[name].dtype))
+        self.restored = True
+        return True
+
+    def persist(self, snapshot_dir: str | os.PathLike) -> None:
+        """Write the kept snapshots (best and still-pending steps) as safetensors; delete stale ones."""
+        from safetensors.torch import save_file
+
+        directory = Path(snapshot_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        for step, weights in self._snapshots.items():
+            path = directory / f"step-{step}.safetensors"
+            if step not in self._persisted or not path.exists():
+                save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+                self._persisted.add(step)
+        for path in directory.glob("step-*.safetensors"):
+            if int(path.stem.split("-", 1)[1]) not in self._snapshots:
+                path.unlink()
+
+    # ----------------------------------------------------------------------------------- report/state
+
+    def report(self) -> dict[str, Any]:
+        """The verdict and the evidence, as written to ``goodhart.json``."""
+        return {
+            "triggered": self.triggered,
+            "triggered_step": self.triggered_step,
+            "trigger_reason": self.trigger_reason,
+            "best_step": self.best_step,
+            "best_gold_smoothed": self.best_gold,
+            "proxy_point": self.proxy_point,
+            "restored": self.restored,
+            "proxy_metric": self.proxy_metric,
+            "gold_metric": self.gold_metric,
+            "rule": {k: v for k, v in self.state()["args"].items() if k not in ("proxy_metric", "gold_metric")},
+            "history": self.history,
+        }
+
+    def save_report(self, directory: str | os.PathLike) -> Path:
+        """Write :meth:`report` to ``directory/goodhart.json``; returns the path."""
+        path = Path(directory) / REPORT_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_finite(self.report()), indent=2))
+        return path
+
+    def state(self) -> dict[str, Any]:
+        """``ExportableState``: constructor args and detector state, JSON-serialisable."""
+        return {
+            "args": {
+                "proxy_metric": self.proxy_metric,
+                "gold_metric": self.gold_metric,
+                "gold_stderr_metric": self.gold_stderr_metric,
+                "gold_n": self.gold_n,
+                "z_threshold": self.z_threshold,
+                "patience": self.patience,
+                "collapse_z": self.collapse_z,
+                "warmup_evals": self.warmup_evals,
+                "smoothing": self.smoothing,
+                "proxy_ema": self.proxy_ema,
+                "proxy_min_rise": self.proxy_min_rise,
+                "restore_best": self.restore_best,
+            },
+            "attributes": _finite({
+                "history": self.history,
+                "window_items": [None if r is None else np.asarray(r).tolist() for r in self.window_items],
+                "best_step": self.best_step,
+                "best_gold": self.best_gold,
+                "best_ref": None if self.best_ref is None else {
+                    **self.best_ref,
+                    "items": None if self.best_ref["items"] is None else np.asarray(self.best_ref["items"]).tolist(),
+                },
+                "proxy_point": self.proxy_point,
+                "proxy_smoothed": self.proxy_smoothed,
+                "consecutive": self.consecutive,
+                "triggered_step": self.triggered_step,
+                "trigger_reason": self.trigger_reason,
+            }),
+        }
+
+    # ----------------------------------------------------------------------------------- trainer hooks
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        logs = logs or {}
+        value = logs.get(self.proxy_metric) if self.proxy_metric else None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            prev = self.proxy_smoothed
+            self.proxy_smoothed = float(value) if prev is None else prev + self.proxy_ema * (value - prev)
+        self._maybe_observe(args, state, control, logs, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not control.should_log:  # a logging step: on_log comes next with the proxy of this step
+            self._maybe_observe(args, state, control, {}, model)
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        self._maybe_observe(args, state, control, metrics or {}, model)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self._snapshots and state.is_world_process_zero:
+            self.persist(Path(args.output_dir) / SNAPSHOT_DIR)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._maybe_observe(args, state, control, {}, None)
+        if self.triggered and self.restore_best and model is not None:
+            self.restore(model, Path(args.output_dir) / SNAPSHOT_DIR)
+        if state.is_world_process_zero:
+            self.save_report(args.output_dir)
+
+    def _maybe_observe(self, args, state, control, logs: dict[str, Any], model: Any) -> None:
+        step = int(state.global_step)
+        if self.triggered or (self.history and self.history[-1]["step"] >= step):
+            return
+        items = None
+        source = self.heldout
+        if source is not None and source.last_step is not None and int(source.last_step) == step:
+            items = source.last_items
+        gold = logs.get(self.gold_metric)
+        if gold is None:
+            if not items:
+                return
+            gold = float(np.mean(np.asarray(items, dtype=np.float64)))
+        stderr = logs.get(self.gold_stderr_metric)
+        if self.proxy_metric and self.proxy_smoothed is None and step > 0:  # an eval before training has none
+            self._warn_once("no-proxy", f"GoodhartCallback: no {self.proxy_metric!r} logged before the first "
+                                        f"{self.gold_metric!r}; the Goodhart rule needs it (collapse still works)")
+        proxy = math.nan if self.proxy_smoothed is None else self.proxy_smoothed
+        snapshot_model = model if (self.restore_best and model is not None) else None
+        if self.observe(step, proxy, float(gold), items, gold_stderr=stderr, model=snapshot_model):
+            control.should_training_stop = True
+            if state.is_world_process_zero:
+                self.save_report(args.output_dir)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+
+def _trainable_state(model: Any) -> dict[str, Any]:
+    """CPU copies of the trainable parameters (the adapter under LoRA); all parameters if none train."""
+    named = list(model.named_parameters())
+    chosen = [(n, p) for n, p in named if p.requires_grad] or named
+    return {name: p.detach().to("cpu", copy=True) for name, p in chosen}
+
+
+def _finite(value: Any) -> Any:
+    """A copy with NaN/inf floats replaced by None, so the JSON is strict."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

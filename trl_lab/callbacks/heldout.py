@@ -1,0 +1,442 @@
+"""Held-out accuracy during RL training: the number the reward is supposed to move.
+
+:class:`HeldOutAccuracyCallback` greedily answers a fixed held-out set with the trainer's current model
+(adapters active) before the first step and every ``eval_steps`` steps, scores the answers with a checker
+(the GSM8K checker by default, or any reward plugin with a threshold) and logs through the trainer, so
+TensorBoard / W&B / trackio and ``trainer.state.log_history`` all get:
+
+* ``heldout/accuracy`` and ``heldout/accuracy_stderr`` (binomial: ``sqrt(p (1 - p) / n)``),
+* ``heldout/mean_length`` (generated tokens, up to and including the first EOS),
+* ``heldout/format_rate`` (the ``gsm8k_format`` reward by default),
+* ``heldout/n`` and ``heldout/eval_seconds``.
+
+It keeps per-item correctness for the Goodhart detector (``last_items``, ``last_step``, ``history``) and
+writes the completions of the first few items to ``output_dir/heldout/step_NNNNNN.jsonl`` at every
+evaluation (and a W&B / trackio table when those loggers are on).
+
+Usage::
+
+    trainer = GRPOTrainer(...)
+    heldout = HeldOutAccuracyCallback(heldout_gsm8k(500, source="local", path=...)).bind(trainer)
+    trainer.train()
+
+``bind`` adds the callback to the trainer (and a :class:`~trl_lab.callbacks.metrics_log.MetricsLoggerCallback`
+if there is none, so ``metrics.jsonl`` and the run report are written).
+
+Distributed: item ``i`` is generated and scored on process ``i % world_size`` and the results are gathered
+on every process, so each item is scored once and all processes log the same numbers.
+
+Logging goes through ``transformers.Trainer.log`` rather than TRL's override: TRL's ``log`` would fold its
+pending training metrics (reward, KL, ...) into the held-out entry and clear them, so the training log of
+that step would lose them. Generation uses ``model.generate`` in batches; with TRL's vLLM generation on,
+the held-out set is still generated with ``generate`` (routing it through vLLM is future work).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HeldOutAccuracyCallback", "apply_prompt_template", "generate_greedy"]
+
+DEFAULT_EVAL_STEPS = 50
+
+
+# ----------------------------------------------------------------------------------------- generation
+def apply_prompt_template(prompt: Any, tokenizer: Any) -> str:
+    """Text of one prompt: a conversation through the chat template (with generation prompt), a string as is."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def generate_greedy(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    add_special_tokens: bool = False,
+    progress: Any = None,
+) -> tuple[list[list[int]], list[str]]:
+    """Greedy completions of ``texts`` in batches with left padding: ``(token ids, decoded text)`` per text.
+
+    The token ids stop at the first EOS (included). ``progress`` is an optional tqdm bar advanced per item.
+    """
+    eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids))
+    device = next(model.parameters()).device
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    ids_out: list[list[int]] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(device)
+            out = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=list(eos_ids)
+            )
+            for row in out[:, enc["input_ids"].shape[1] :].tolist():
+                end = next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))
+                ids_out.append(row[:end])
+            if progress is not None:
+                progress.update(len(batch))
+    finally:
+        tokenizer.padding_side = padding_side
+    return ids_out, tokenizer.batch_decode(ids_out, skip_special_tokens=True)
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def _as_reward(spec: str | Callable[..., Any], role: str) -> Any:
+    from trl_lab.registry import Reward, get_reward
+
+    if isinstance(spec, str):
+        return get_reward(spec)
+    if isinstance(spec, Reward):
+        return spec
+    if callable(spec):
+        name = getattr(spec, "__name__", None) or type(spec).__name__
+        return Reward(name, spec)
+    raise TypeError(f"held-out {role} must be a reward plugin name or a callable, got {type(spec).__name__}")
+
+
+def _binomial_stderr(p: float, n: int) -> float:
+    return math.sqrt(p * (1.0 - p) / n) if n else float("nan")
+
+
+# ------------------------------------------------------------------------------------------ callback
+class HeldOutAccuracyCallback(TrainerCallback):
+    """Greedy held-out accuracy at step 0 and every ``eval_steps`` steps, logged through the trainer.
+
+    Args:
+        dataset: rows with ``prompt`` (conversation or text) and the checker's columns (``answer`` for
+            GSM8K); default: :func:`trl_lab.data.heldout_gsm8k` with ``size``, ``source``, ``path``, ``seed``.
+        trainer: the trainer to log through (or call :meth:`bind` later).
+        eval_steps: evaluate every this many steps; default ``args.eval_steps`` (if an int) or 50.
+        checker: reward plugin name or reward callable ``fn(prompts, completions, **columns)``; an item is
+            correct when its reward is ``>= threshold`` (``None`` counts as wrong).
+        format_reward: plugin logged as ``heldout/format_rate`` (mean reward), or ``None`` to skip.
+        batch_size: prompts per ``generate`` call (per process).
+        max_new_tokens: generation budget per item.
+        table_size: completions of the first this-many items go to ``output_dir/heldout/step_NNNNNN.jsonl``.
+        eval_on_train_begin / eval_on_last_step: also evaluate before the first step / after the last.
+        metrics_log: on :meth:`bind`, add a ``MetricsLoggerCallback`` if the trainer has none.
+        show_progress: a tqdm bar (main process) per evaluation.
+
+    Attributes kept after each evaluation: ``last_items`` (per-item correctness, dataset order),
+    ``last_rewards``, ``last_completions``, ``last_step`` (``None`` before the first evaluation), ``history``
+    (one dict per evaluation: ``step``, ``accuracy``, ``stderr``, ``mean_length``, ``format_rate``, ``n``,
+    ``seconds``). It satisfies :class:`trl_lab.callbacks.goodhart.GoldItemsSource`.
+    """
+
+    def __init__(
+        self,
+        dataset: Any = None,
+        *,
+        trainer: Trainer | None = None,
+        size: int = 500,
+        source: str = "auto",
+        path: str | None = None,
+        seed: int = 0,
+        eval_steps: int | None = None,
+        checker: str | Callable[..., Any] = "gsm8k",
+        threshold: float = 1.0,
+        format_reward: str | Callable[..., Any] | None = "gsm8k_format",
+        batch_size: int = 16,
+        max_new_tokens: int = 512,
+        table_size: int = 8,
+        eval_on_train_begin: bool = True,
+        eval_on_last_step: bool = True,
+        metrics_log: bool = True,
+        show_progress: bool = True,
+    ):
+        if dataset is None:
+            from trl_lab.data.gsm8k import heldout_gsm8k
+
+            dataset = heldout_gsm8k(size, source=source, path=path, seed=seed)
+        columns = set(getattr(dataset, "column_names", None) or [])
+        if "prompt" not in columns:
+            raise ValueError(f"held-out dataset needs a 'prompt' column, got {sorted(columns)}")
+        if len(dataset) == 0:
+            raise ValueError("held-out dataset is empty")
+        if eval_steps is not None and eval_steps < 1:
+            raise ValueError(f"eval_steps must be >= 1, got {eval_steps}")
+        self.dataset = dataset
+        self.checker = _as_reward(checker, "checker")
+        missing = [c for c in self.checker.required_columns() if c not in columns]
+        if missing:
+            raise ValueError(
+                f"held-out checker {self.checker.name!r} needs column(s) {missing}; the held-out set has {sorted(columns)}"
+            )
+        self.threshold = threshold
+        self.format_reward = _as_reward(format_reward, "format_reward") if format_reward is not None else None
+        self.eval_steps = eval_steps
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.table_size = table_size
+        self.eval_on_train_begin = eval_on_train_begin
+        self.eval_on_last_step = eval_on_last_step
+        self.metrics_log = metrics_log
+        self.show_progress = show_progress
+        self.trainer: Trainer | None = None
+        self.last_items: list[bool] = []
+        self.last_rewards: list[float | None] = []
+        self.last_completions: list[str] = []
+        self.last_step: int | None = None
+        self.history: list[dict[str, float]] = []
+        self._texts: list[str] | None = None
+        if trainer is not None:
+            self.bind(trainer)
+
+    # ------------------------------------------------------------------------------------- wiring
+    def bind(self, trainer: Trainer) -> "HeldOutAccuracyCallback":
+        """Log through ``trainer``; adds this callback (and a metrics logger, see ``metrics_log``) to it."""
+        from trl_lab.callbacks.metrics_log import MetricsLoggerCallback
+
+        self.trainer = trainer
+        callbacks = trainer.callback_handler.callbacks
+        if self not in callbacks:
+            trainer.add_callback(self)
+        if self.metrics_log and not any(isinstance(c, MetricsLoggerCallback) for c in callbacks):
+            trainer.add_callback(MetricsLoggerCallback())
+        return self
+
+    def _resolve_eval_steps(self, args: Any, state: Any) -> int:
+        if self.eval_steps is not None:
+            return self.eval_steps
+        steps = getattr(args, "eval_steps", None)
+        if isinstance(steps, float) and 0 < steps < 1 and state.max_steps:
+            return max(1, math.ceil(steps * state.max_steps))  # a ratio of the run, as TrainingArguments allows
+        return int(steps) if steps else DEFAULT_EVAL_STEPS
+
+    def _require_trainer(self) -> Trainer:
+        if self.trainer is None:
+            raise RuntimeError(
+                "HeldOutAccuracyCallback is not bound to a trainer: use "
+                "HeldOutAccuracyCallback(..., trainer=trainer) or callback.bind(trainer)"
+            )
+        return self.trainer
+
+    # ------------------------------------------------------------------------------------- events
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._require_trainer()
+        if self.eval_on_train_begin and state.global_step != self.last_step:
+            self._evaluate_and_log(args, state, control, kwargs.get("model"))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if step == self.last_step:
+            return
+        due = step % self._resolve_eval_steps(args, state) == 0
+        last = self.eval_on_last_step and state.max_steps and step >= state.max_steps
+        if due or last:
+            self._evaluate_and_log(args, state, control, kwargs.get("model"))
+
+    # --------------------------------------------------------------------------------- evaluation
+    def evaluate(self, model: Any = None, step: int | None = None) -> dict[str, float]:
+        """Evaluate the held-out set now with ``model`` (default: the trainer's); returns the ``heldout/*`` metrics.
+
+        Updates ``last_items``, ``last_rewards``, ``last_completions``, ``last_step`` and ``history``; logs nothing.
+        """
+        trainer = self._require_trainer()
+        accelerator = trainer.accelerator
+        model = model if model is not None else trainer.model_wrapped
+        tokenizer = trainer.processing_class
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
+        step = trainer.state.global_step if step is None else step
+        n, rank, world = len(self.dataset), accelerator.process_index, accelerator.num_processes
+        if self._texts is None:
+            self._texts = [apply_prompt_template(p, tokenizer) for p in self.dataset["prompt"]]
+        mine = list(range(rank, n, world))
+
+        start = time.perf_counter()
+        progress = None
+        if self.show_progress and accelerator.is_main_process:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(mine), desc=f"held-out eval @ step {step}", unit="item", leave=False)
+        with _generation_mode(model, accelerator, args=trainer.args) as gen_model:
+            ids, texts = generate_greedy(
+                gen_model,
+                tokenizer,
+                [self._texts[i] for i in mine],
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+                progress=progress,
+            )
+        if progress is not None:
+            progress.close()
+        rewards, formats = self._score(mine, ids, texts, trainer.state)
+
+        from accelerate.utils import gather_object
+
+        local = [(i, t, len(c), r, f) for i, t, c, r, f in zip(mine, texts, ids, rewards, formats, strict=True)]
+        rows = sorted(gather_object(local) if world > 1 else local, key=lambda row: row[0])
+        if [row[0] for row in rows] != list(range(n)):
+            raise RuntimeError(f"held-out gather returned {len(rows)} results for {n} items")  # never silently skew
+        self.last_completions = [row[1] for row in rows]
+        self.last_rewards = [row[3] for row in rows]
+        self.last_items = [r is not None and r >= self.threshold for r in self.last_rewards]
+        self.last_step = step
+        accuracy = sum(self.last_items) / n
+        entry = {
+            "step": step,
+            "accuracy": accuracy,
+            "stderr": _binomial_stderr(accuracy, n),
+            "mean_length": sum(row[2] for row in rows) / n,
+            "format_rate": (
+                sum(row[4] or 0.0 for row in rows) / n if self.format_reward is not None else float("nan")
+            ),
+            "n": n,
+            "seconds": time.perf_counter() - start,
+        }
+        self.history.append(entry)
+        if accelerator.is_main_process:
+            self._write_table(trainer, step, rows)
+        metrics = {
+            "heldout/accuracy": entry["accuracy"],
+            "heldout/accuracy_stderr": entry["stderr"],
+            "heldout/mean_length": entry["mean_length"],
+            "heldout/n": float(n),
+            "heldout/eval_seconds": entry["seconds"],
+        }
+        if self.format_reward is not None:
+            metrics["heldout/format_rate"] = entry["format_rate"]
+        return metrics
+
+    def _score(
+        self, indices: list[int], ids: list[list[int]], texts: list[str], state: Any
+    ) -> tuple[list[float | None], list[float | None]]:
+        if not indices:
+            return [], []
+        rows = self.dataset.select(indices)
+        prompts = list(rows["prompt"])
+        completions: list[Any] = [
+            [{"role": "assistant", "content": t}] if not isinstance(p, str) else t for p, t in zip(prompts, texts)
+        ]
+        columns = {c: list(rows[c]) for c in rows.column_names if c != "prompt"}
+        call = dict(prompts=prompts, completions=completions, completion_ids=ids, trainer_state=state, **columns)
+        rewards = self.checker(**call)
+        formats = self.format_reward(**call) if self.format_reward is not None else [None] * len(indices)
+        return rewards, formats
+
+    def _write_table(self, trainer: Trainer, step: int, rows: list[tuple]) -> None:
+        k = min(self.table_size, len(rows))
+        if k <= 0:
+            return
+        records = []
+        for i, text, length, reward, fmt in rows[:k]:
+            item = self.dataset[i]
+            prompt = item["prompt"]
+            records.append(
+                {
+                    "step": step,
+                    "index": i,
+                    "prompt": _prompt_text(prompt),
+                    "answer": item.get("answer"),
+                    "completion": text,
+                    "reward": reward,
+                    "correct": reward is not None and reward >= self.threshold,
+                    "format": fmt,
+                    "length": length,
+                }
+            )
+        folder = Path(trainer.args.output_dir) / "heldout"
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / f"step_{step:06d}.jsonl").open("w") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        _log_table(trainer, records)
+
+    def _evaluate_and_log(self, args: Any, state: Any, control: Any, model: Any) -> None:
+        trainer = self._require_trainer()
+        metrics = self.evaluate(model, step=state.global_step)
+        # transformers' log, not TRL's: TRL's would swallow (and clear) its pending training metrics.
+        # Trainer.log runs the on_log event, which clears control.should_log: keep the step's own log due.
+        should_log = control.should_log
+        Trainer.log(trainer, metrics)
+        control.should_log = trainer.control.should_log = should_log
+
+
+class _generation_mode:
+    """Unwrapped model in eval mode under ``torch.no_grad()``; its train/eval mode is restored on exit."""
+
+    def __init__(self, model: Any, accelerator: Any, args: Any):
+        self.model, self.accelerator, self.args = model, accelerator, args
+
+    def __enter__(self) -> Any:
+        from trl.models.utils import unwrap_model_for_generation
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self._was_training = unwrapped.training
+        self._unwrapped = unwrapped
+        self._no_grad = torch.no_grad()
+        self._no_grad.__enter__()
+        if hasattr(unwrapped, "gradient_checkpointing_disable"):
+            # Also gathers DeepSpeed ZeRO-3 weights and turns gradient checkpointing off for generation.
+            self._ctx = unwrap_model_for_generation(
+                self.model,
+                self.accelerator,
+                gradient_checkpointing_kwargs=getattr(self.args, "gradient_checkpointing_kwargs", None),
+            )
+            gen_model = self._ctx.__enter__()
+        else:
+            self._ctx, gen_model = None, unwrapped
+        gen_model.eval()
+        return gen_model
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._ctx is not None:
+                self._ctx.__exit__(*exc)
+        finally:
+            self._unwrapped.train(self._was_training)
+            self._no_grad.__exit__(*exc)
+
+
+def _prompt_text(prompt: Any) -> str:
+    """The question of a prompt: the last user message of a conversation, or the text itself."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m for m in prompt if m.get("role") == "user"] or list(prompt)
+    content = users[-1].get("content") if users else ""
+    return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, default=str)
+
+
+def _log_table(trainer: Trainer, records: list[dict[str, Any]]) -> None:
+    """A W&B / trackio table of the table completions when such a logger is on (best effort)."""
+    report_to = trainer.args.report_to or []
+    backends = []
+    try:
+        if "wandb" in report_to:
+            import wandb
+
+            if wandb.run is not None:
+                backends.append(wandb)
+        if "trackio" in report_to:
+            import trackio
+
+            backends.append(trackio)
+        if not backends:
+            return
+        import pandas as pd
+
+        df = pd.DataFrame(records)
+        for backend in backends:
+            backend.log({"heldout/completions": backend.Table(dataframe=df)})
+    except Exception as exc:  # optional: never fail training over a table
+        logger.warning("could not log the held-out completions table: %s", exc)

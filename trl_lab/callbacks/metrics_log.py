@@ -1,0 +1,99 @@
+"""Every log dict of a run, appended to ``output_dir/metrics.jsonl`` as it is logged.
+
+``trainer_state.json`` (which holds ``log_history``) is only written at checkpoints, so a run without
+checkpoints (or one that died between them) leaves no record of its curves. :class:`MetricsLoggerCallback`
+writes one JSON line per ``Trainer.log`` call on the main process (the same dict TensorBoard/W&B get, plus
+``step``), and at the end of training writes the run report (:func:`trl_lab.report.write_report`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+__all__ = ["METRICS_FILE", "MetricsLoggerCallback"]
+
+
+class MetricsLoggerCallback(TrainerCallback):
+    """Append each log dict (with ``step``) to ``<output_dir>/metrics.jsonl``; write the report at train end.
+
+    A fresh run (global step 0 at its first event) starts the file anew; a resumed run keeps the lines up to
+    the step it resumes from. Only the main process writes.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, write_report: bool = True):
+        self.path = Path(path) if path is not None else None
+        self.write_report = write_report
+        self._started = False
+
+    def _file(self, args: Any) -> Path:
+        return self.path if self.path is not None else Path(args.output_dir) / METRICS_FILE
+
+    def _start(self, args: Any, state: Any) -> None:
+        """Truncate (fresh run) or cut back to the resumed step, once per training session."""
+        if self._started:
+            return
+        self._started = True
+        path = self._file(args)
+        if not path.exists():
+            return
+        step = state.global_step
+        kept = []
+        if step > 0:
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue
+        path.write_text("".join(f"{line}\n" for line in kept))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._start(args, state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        self._start(args, state)  # a callback ahead of this one may log before our on_train_begin
+        path = self._file(args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {k: _jsonable(v) for k, v in logs.items()}
+        record["step"] = state.global_step
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._started = False
+        if not self.write_report or not state.is_world_process_zero:
+            return
+        try:
+            from trl_lab.report import write_report
+
+            report = write_report(args.output_dir, log_path=self._file(args))
+            logger.info("run report: %s", report.png)
+        except Exception as exc:  # a plotting problem must never fail a finished run
+            logger.warning("could not write the run report for %s: %s", args.output_dir, exc)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):
+        try:
+            return _jsonable(value.item())
+        except (ValueError, RuntimeError):
+            pass
+    return str(value)

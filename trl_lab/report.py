@@ -1,0 +1,296 @@
+"""The run report: what the proxy reward did against held-out accuracy, as a picture and a JSON summary.
+
+:func:`write_report` reads a run's log (``metrics.jsonl`` written by
+:class:`~trl_lab.callbacks.metrics_log.MetricsLoggerCallback`, else ``trainer_state.json``'s ``log_history``,
+else the newest checkpoint's) and ``goodhart.json`` if present (``triggered_step``, ``best_step``,
+``proxy_at_best``), and writes into the run folder:
+
+* ``report.png``: four stacked panels against step -- reward, held-out accuracy (with a ±1.96·stderr band),
+  KL, mean completion length (training and held-out) -- with the Goodhart trigger and best step as vertical lines;
+* ``report.json``: final/best/initial held-out accuracy, final and peak reward, KL, lengths, steps, the
+  Goodhart fields and the accuracy at the best step.
+
+:func:`write_overlay_report` overlays several runs (e.g. a KL-coefficient sweep): reward, accuracy, KL.
+``trl-lab report OUTPUT_DIR`` runs :func:`write_report` from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["RunReport", "load_goodhart", "load_log_history", "series", "write_overlay_report", "write_report"]
+
+METRICS_FILE = "metrics.jsonl"
+GOODHART_FILE = "goodhart.json"
+REPORT_PNG = "report.png"
+REPORT_JSON = "report.json"
+
+REWARD = "reward"
+ACCURACY = "heldout/accuracy"
+STDERR = "heldout/accuracy_stderr"
+KL = "kl"
+TRAIN_LENGTH = "completions/mean_length"
+HELDOUT_LENGTH = "heldout/mean_length"
+Z95 = 1.96
+
+PathLike = str | os.PathLike
+
+
+@dataclass
+class RunReport:
+    """What :func:`write_report` wrote: the two paths, the summary it saved, and the (closed) figure."""
+
+    png: Path
+    json: Path
+    summary: dict[str, Any]
+    figure: Figure = field(repr=False)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def load_log_history(output_dir: PathLike, log_path: PathLike | None = None) -> list[dict[str, Any]]:
+    """Log entries of a run, each with a ``step``: from ``log_path``, ``metrics.jsonl``, or ``trainer_state.json``.
+
+    ``trainer_state.json`` is looked for in ``output_dir`` and then in its newest ``checkpoint-*`` folder.
+    Raises :class:`FileNotFoundError` naming the places tried.
+    """
+    out = Path(output_dir)
+    metrics = Path(log_path) if log_path is not None else out / METRICS_FILE
+    if metrics.exists():
+        entries = []
+        for line in metrics.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+        return entries
+    checkpoints = sorted(out.glob("checkpoint-*/trainer_state.json"), key=lambda p: _checkpoint_number(p.parent))
+    for state in [out / "trainer_state.json", *reversed(checkpoints)]:
+        if state.exists():
+            return list(json.loads(state.read_text()).get("log_history", []))
+    raise FileNotFoundError(
+        f"no run log in {out}: expected {METRICS_FILE} (written by MetricsLoggerCallback) or trainer_state.json "
+        "(in the folder or a checkpoint-* folder)"
+    )
+
+
+def _checkpoint_number(path: Path) -> int:
+    try:
+        return int(path.name.rpartition("-")[2])
+    except ValueError:
+        return -1
+
+
+def load_goodhart(output_dir: PathLike) -> dict[str, Any] | None:
+    """``goodhart.json`` of a run (``triggered_step``, ``best_step``, ``proxy_at_best``, ...), or None."""
+    path = Path(output_dir) / GOODHART_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def series(entries: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """``(steps, values)`` of one metric, sorted by step; the last finite value logged at a step wins."""
+    by_step: dict[int, float] = {}
+    for entry in entries:
+        value = entry.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            by_step[int(entry.get("step", 0))] = float(value)
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def _value_at(steps: list[int], values: list[float], step: int | None) -> float | None:
+    """Value at ``step``, else the latest one before it."""
+    if step is None or not steps:
+        return None
+    before = [v for s, v in zip(steps, values) if s <= step]
+    return before[-1] if before else None
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def _summary(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None) -> dict[str, Any]:
+    rs, rv = series(entries, REWARD)
+    a_s, av = series(entries, ACCURACY)
+    stderr_at = dict(zip(*series(entries, STDERR)))
+    _, kv = series(entries, KL)
+    _, lv = series(entries, TRAIN_LENGTH)
+    _, hv = series(entries, HELDOUT_LENGTH)
+    best = max(range(len(av)), key=lambda i: (av[i], -a_s[i])) if av else None  # earliest of the best
+    steps = [int(e["step"]) for e in entries if isinstance(e.get("step"), (int, float))]
+    summary: dict[str, Any] = {
+        "steps": max(steps) if steps else 0,
+        "n_log_entries": len(entries),
+        "final_reward": rv[-1] if rv else None,
+        "max_reward": max(rv) if rv else None,
+        "max_reward_step": rs[rv.index(max(rv))] if rv else None,
+        "n_heldout_evals": len(av),
+        "initial_accuracy": av[0] if av else None,
+        "final_accuracy": av[-1] if av else None,
+        "final_accuracy_stderr": stderr_at.get(a_s[-1]) if av else None,
+        "final_accuracy_step": a_s[-1] if av else None,
+        "best_accuracy": av[best] if best is not None else None,
+        "best_accuracy_stderr": stderr_at.get(a_s[best]) if best is not None else None,
+        "best_accuracy_step": a_s[best] if best is not None else None,
+        "final_kl": kv[-1] if kv else None,
+        "max_kl": max(kv) if kv else None,
+        "final_mean_length": lv[-1] if lv else None,
+        "final_heldout_mean_length": hv[-1] if hv else None,
+        "goodhart": _compact(goodhart),
+    }
+    if goodhart is not None:
+        summary["accuracy_at_goodhart_best"] = _value_at(a_s, av, goodhart.get("best_step"))
+        summary["accuracy_at_goodhart_trigger"] = _value_at(a_s, av, goodhart.get("triggered_step"))
+    return summary
+
+
+def _compact(goodhart: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The scalar fields of ``goodhart.json`` (its per-evaluation history and rule stay in that file)."""
+    if goodhart is None:
+        return None
+    out = {k: v for k, v in goodhart.items() if not isinstance(v, (list, dict))}
+    if "proxy_at_best" not in out and "proxy_point" in out:  # GoodhartCallback's name for it
+        out["proxy_at_best"] = out["proxy_point"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- plotting
+def _mark_steps(ax: Any, goodhart: dict[str, Any] | None, legend: bool) -> None:
+    if not goodhart:
+        return
+    trig, best = goodhart.get("triggered_step"), goodhart.get("best_step")
+    if isinstance(trig, (int, float)):
+        ax.axvline(trig, color="tab:red", linestyle="--", linewidth=1.2, label="Goodhart trigger" if legend else None)
+    if isinstance(best, (int, float)):
+        ax.axvline(best, color="tab:green", linestyle=":", linewidth=1.5, label="best step" if legend else None)
+
+
+def _no_data(ax: Any, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what} logged", transform=ax.transAxes, ha="center", va="center", color="0.5")
+
+
+def _plot_accuracy(ax: Any, entries: list[dict[str, Any]], color: Any = None, label: str | None = None) -> bool:
+    steps, acc = series(entries, ACCURACY)
+    if not steps:
+        return False
+    err = dict(zip(*series(entries, STDERR)))
+    lo = [a - Z95 * err.get(s, 0.0) for s, a in zip(steps, acc)]
+    hi = [a + Z95 * err.get(s, 0.0) for s, a in zip(steps, acc)]
+    (line,) = ax.plot(steps, acc, marker="o", markersize=3, color=color, label=label)
+    ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    return True
+
+
+def _report_figure(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None, title: str) -> Figure:
+    fig, axes = plt.subplots(4, 1, sharex=True, figsize=(8, 10), constrained_layout=True)
+    ax_r, ax_a, ax_k, ax_l = axes
+
+    steps, reward = series(entries, REWARD)
+    if steps:
+        ax_r.plot(steps, reward, color="tab:blue", label="reward (weighted)")
+        components = sorted({k for e in entries for k in e if k.startswith("rewards/") and k.endswith("/mean")})
+        for key in components:
+            s, v = series(entries, key)
+            ax_r.plot(s, v, linewidth=0.8, alpha=0.6, label=key.removeprefix("rewards/").removesuffix("/mean"))
+    else:
+        _no_data(ax_r, "reward")
+    ax_r.set_ylabel("reward")
+
+    if not _plot_accuracy(ax_a, entries, color="tab:purple", label="held-out accuracy ±1.96·se"):
+        _no_data(ax_a, "held-out accuracy")
+    ax_a.set_ylabel("held-out accuracy")
+
+    steps, kl = series(entries, KL)
+    if steps:
+        ax_k.plot(steps, kl, color="tab:orange", label="KL")
+    else:
+        _no_data(ax_k, "KL")
+    ax_k.set_ylabel("KL")
+
+    plotted = False
+    for key, style, label in ((TRAIN_LENGTH, "-", "training"), (HELDOUT_LENGTH, "--", "held-out (greedy)")):
+        s, v = series(entries, key)
+        if s:
+            ax_l.plot(s, v, linestyle=style, marker="o" if key == HELDOUT_LENGTH else None, markersize=3, label=label)
+            plotted = True
+    if not plotted:
+        _no_data(ax_l, "completion length")
+    ax_l.set_ylabel("mean completion\nlength (tokens)")
+    ax_l.set_xlabel("step")
+
+    for ax in axes:
+        _mark_steps(ax, goodhart, legend=True)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
+def write_report(output_dir: PathLike, *, log_path: PathLike | None = None, dpi: int = 110) -> RunReport:
+    """Write ``report.png`` (4 panels) and ``report.json`` (summary) into ``output_dir``; return both.
+
+    See the module docstring for what is read. Raises :class:`FileNotFoundError` when the run has no log.
+    """
+    out = Path(output_dir)
+    entries = load_log_history(out, log_path)
+    goodhart = load_goodhart(out)
+    summary = _summary(entries, goodhart)
+    fig = _report_figure(entries, goodhart, title=f"run report: {out.name}")
+    png, js = out / REPORT_PNG, out / REPORT_JSON
+    fig.savefig(png, dpi=dpi)
+    plt.close(fig)
+    summary["png"] = str(png)
+    js.write_text(json.dumps(summary, indent=2) + "\n")
+    return RunReport(png=png, json=js, summary=summary, figure=fig)
+
+
+def write_overlay_report(
+    run_dirs: Sequence[PathLike], labels: Sequence[str] | None = None, out_png: PathLike = "overlay.png", *, dpi: int = 110
+) -> Figure:
+    """Overlay several runs (reward, held-out accuracy with band, KL) in one PNG; returns the closed figure.
+
+    ``labels`` default to the folder names. Goodhart trigger steps are drawn in each run's colour.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise ValueError("write_overlay_report needs at least one run folder")
+    labels = list(labels) if labels is not None else [d.name for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    fig, axes = plt.subplots(3, 1, sharex=True, figsize=(8, 8), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (run, label) in enumerate(zip(run_dirs, labels)):
+        color = colors[i % len(colors)]
+        entries = load_log_history(run)
+        s, v = series(entries, REWARD)
+        axes[0].plot(s, v, color=color, label=label)
+        _plot_accuracy(axes[1], entries, color=color, label=label)
+        s, v = series(entries, KL)
+        axes[2].plot(s, v, color=color, label=label)
+        goodhart = load_goodhart(run)
+        if goodhart and isinstance(goodhart.get("triggered_step"), (int, float)):
+            for ax in axes:
+                ax.axvline(goodhart["triggered_step"], color=color, linestyle="--", linewidth=1, alpha=0.8)
+    for ax, name in zip(axes, ("reward", "held-out accuracy", "KL")):
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    axes[-1].set_xlabel("step")
+    fig.suptitle("runs compared (dashed: Goodhart trigger)")
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=dpi)
+    plt.close(fig)
+    return fig
