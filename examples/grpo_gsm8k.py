@@ -17,7 +17,8 @@ from pathlib import Path
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from trl_lab import GRPOConfig, GRPOTrainer
-from trl_lab.data import load_gsm8k
+from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback
+from trl_lab.data import heldout_gsm8k, load_gsm8k
 from trl_lab.quantization import check_bitsandbytes, default_device, wants_quantization
 from trl_lab.script_args import GSM8KScriptArguments
 
@@ -30,6 +31,32 @@ def parse_args(argv: list[str] | None = None) -> tuple[GSM8KScriptArguments, GRP
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
     parser = TrlParser((GSM8KScriptArguments, GRPOConfig, ModelConfig))
     return parser.parse_args_and_config(argv)
+
+
+def system_prompt_kwargs(script_args: GSM8KScriptArguments) -> dict:
+    """``--system_prompt`` unset keeps the data module's default (final answer on a '#### N' line)."""
+    return {} if script_args.system_prompt is None else {"system_prompt": script_args.system_prompt}
+
+
+def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments) -> None:
+    """Held-out accuracy next to reward and, on top of it, the Goodhart detector (when a held-out set is asked for)."""
+    if script_args.heldout_size <= 0:
+        return
+    heldout_set = heldout_gsm8k(
+        script_args.heldout_size,
+        source=script_args.dataset_source,
+        path=script_args.dataset_path,
+        hub_id=script_args.dataset_hub_id,
+        seed=trainer.args.seed,
+        **system_prompt_kwargs(script_args),
+    )
+    heldout = HeldOutAccuracyCallback(
+        heldout_set,
+        eval_steps=script_args.heldout_eval_steps,
+        max_new_tokens=script_args.heldout_max_new_tokens,
+    ).bind(trainer)
+    if script_args.goodhart:
+        trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout))
 
 
 def main(argv: list[str] | None = None) -> GRPOTrainer:
@@ -46,7 +73,6 @@ def main(argv: list[str] | None = None) -> GRPOTrainer:
         "trust_remote_code": training_args.trust_remote_code,
         **(training_args.model_init_kwargs or {}),
     }
-    data_kwargs = {} if script_args.system_prompt is None else {"system_prompt": script_args.system_prompt}
     train_dataset = load_gsm8k(
         script_args.dataset_source,
         script_args.dataset_train_split,
@@ -54,7 +80,7 @@ def main(argv: list[str] | None = None) -> GRPOTrainer:
         hub_id=script_args.dataset_hub_id,
         limit=script_args.train_size,
         seed=training_args.seed,
-        **data_kwargs,
+        **system_prompt_kwargs(script_args),
     )
     trainer = GRPOTrainer(
         model=model_args.model_name_or_path,
@@ -63,6 +89,7 @@ def main(argv: list[str] | None = None) -> GRPOTrainer:
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
+    add_watchdogs(trainer, script_args)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(

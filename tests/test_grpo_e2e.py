@@ -108,7 +108,7 @@ def test_rewards_and_reward_funcs_together_is_an_error(tmp_path, tiny_model_dir)
         GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[half], args=tiny_args(tmp_path), train_dataset=gsm_rows())
 
 
-def _write_tiny_run_config(tmp_path, model_dir, data_dir) -> Path:
+def _write_tiny_run_config(tmp_path, model_dir, data_dir, **extra) -> Path:
     config = {
         "model_name_or_path": str(model_dir),
         "dataset_source": "local",
@@ -129,6 +129,7 @@ def _write_tiny_run_config(tmp_path, model_dir, data_dir) -> Path:
         "lora_r": 4,
         "lora_alpha": 8,
         "lora_target_modules": ["q_proj", "v_proj"],
+        **extra,
     }
     import yaml
 
@@ -143,12 +144,22 @@ def test_example_script_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, share
         import grpo_gsm8k
     finally:
         sys.path.pop(0)
-    config = _write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k)
+    config = _write_tiny_run_config(
+        tmp_path, tiny_model_dir, shared_gsm8k, heldout_size=4, heldout_eval_steps=1, heldout_max_new_tokens=6
+    )
     trainer = grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true"])
     assert type(trainer.model).__name__.startswith("Peft")
-    assert (tmp_path / "run" / "adapter_config.json").exists()
+    run = tmp_path / "run"
+    assert (run / "adapter_config.json").exists()
     entry = next(e for e in trainer.state.log_history if "reward" in e)
     assert "rewards/gsm8k/mean" in entry and math.isfinite(entry["loss"])
+    # The watchdogs are on: held-out accuracy before the first step and after the last, the detector listening.
+    heldout = [e for e in trainer.state.log_history if "heldout/accuracy" in e]
+    assert [e["step"] for e in heldout] == [0, 1]
+    assert all(e["heldout/n"] == 4 and 0.0 <= e["heldout/accuracy"] <= 1.0 for e in heldout)
+    names = [type(c).__name__ for c in trainer.callback_handler.callbacks]
+    assert {"HeldOutAccuracyCallback", "GoodhartCallback", "MetricsLoggerCallback"} <= set(names)
+    assert (run / "metrics.jsonl").exists() and (run / "report.png").exists()
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_dir, shared_gsm8k):

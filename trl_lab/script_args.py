@@ -28,3 +28,20 @@ class GSM8KScriptArguments:
         default=None,
         metadata={"help": "System prompt; default asks for a final line '#### <number>'. Empty string: none."},
     )
+    heldout_size: int = field(
+        default=0,
+        metadata={"help": "Held-out GSM8K test items scored during training (greedy); 0 turns the evaluation off. "
+                  "500 is recommended on a GPU."},
+    )
+    heldout_eval_steps: int | None = field(
+        default=None, metadata={"help": "Evaluate the held-out set every N steps (default: eval_steps, else 50)."}
+    )
+    heldout_max_new_tokens: int = field(default=256, metadata={"help": "Generation budget per held-out item."})
+    goodhart: bool = field(
+        default=True,
+        metadata={"help": "With a held-out set: stop when reward rises while held-out accuracy falls, and restore "
+                  "the best step's weights."},
+    )
+    goodhart_proxy_metric: str = field(
+        default="reward", metadata={"help": "The logged metric the detector treats as the proxy (e.g. rewards/sentiment/mean)."}
+    )
