@@ -5,100 +5,23 @@
 
 With no ``--config`` the CPU demo config ``examples/configs/grpo_gsm8k_cpu.yaml`` is used; any flag on
 the command line overrides the config (``--max_steps 20``, ``--rewards gsm8k gsm8k_format=0.5``, …).
-All of TRL's ``GRPOConfig`` and ``ModelConfig`` flags work, plus ``--rewards`` and the dataset flags of
-:class:`trl_lab.script_args.GSM8KScriptArguments`.
+All of TRL's ``GRPOConfig`` and ``ModelConfig`` flags work, plus ``--rewards``, the dataset and held-out
+flags of :class:`trl_lab.script_args.GSM8KScriptArguments`. The job itself is :mod:`trl_lab.gsm8k_job`.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
-
 from trl_lab import GRPOConfig, GRPOTrainer
-from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback
-from trl_lab.data import heldout_gsm8k, load_gsm8k
-from trl_lab.quantization import check_bitsandbytes, default_device, wants_quantization
-from trl_lab.script_args import GSM8KScriptArguments
+from trl_lab.gsm8k_job import run_gsm8k_job
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "grpo_gsm8k_cpu.yaml"
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[GSM8KScriptArguments, GRPOConfig, ModelConfig]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:
-        argv = ["--config", str(DEFAULT_CONFIG), *argv]
-    parser = TrlParser((GSM8KScriptArguments, GRPOConfig, ModelConfig))
-    return parser.parse_args_and_config(argv)
-
-
-def system_prompt_kwargs(script_args: GSM8KScriptArguments) -> dict:
-    """``--system_prompt`` unset keeps the data module's default (final answer on a '#### N' line)."""
-    return {} if script_args.system_prompt is None else {"system_prompt": script_args.system_prompt}
-
-
-def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments) -> None:
-    """Held-out accuracy next to reward and, on top of it, the Goodhart detector (when a held-out set is asked for)."""
-    if script_args.heldout_size <= 0:
-        return
-    heldout_set = heldout_gsm8k(
-        script_args.heldout_size,
-        source=script_args.dataset_source,
-        path=script_args.dataset_path,
-        hub_id=script_args.dataset_hub_id,
-        seed=trainer.args.seed,
-        **system_prompt_kwargs(script_args),
-    )
-    heldout = HeldOutAccuracyCallback(
-        heldout_set,
-        eval_steps=script_args.heldout_eval_steps,
-        max_new_tokens=script_args.heldout_max_new_tokens,
-    ).bind(trainer)
-    if script_args.goodhart:
-        trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout))
-
-
 def main(argv: list[str] | None = None) -> GRPOTrainer:
-    script_args, training_args, model_args = parse_args(argv)
-    if wants_quantization(model_args):
-        check_bitsandbytes(default_device())  # before minutes of loading, not after
-    if not model_args.model_name_or_path:
-        raise ValueError("model_name_or_path is not set (use an embedded name such as smollm2-135m-instruct, a hub id or a path)")
-
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "dtype": model_args.dtype,
-        "attn_implementation": model_args.attn_implementation,
-        "trust_remote_code": training_args.trust_remote_code,
-        **(training_args.model_init_kwargs or {}),
-    }
-    train_dataset = load_gsm8k(
-        script_args.dataset_source,
-        script_args.dataset_train_split,
-        path=script_args.dataset_path,
-        hub_id=script_args.dataset_hub_id,
-        limit=script_args.train_size,
-        seed=training_args.seed,
-        **system_prompt_kwargs(script_args),
-    )
-    trainer = GRPOTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args),
-    )
-    add_watchdogs(trainer, script_args)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(
-        f"Saved to {training_args.output_dir} after {trainer.state.global_step} steps "
-        f"on {trainer.accelerator.num_processes} process(es)"
-    )
-    return trainer
+    return run_gsm8k_job(GRPOTrainer, GRPOConfig, DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":
     main().end()  # finish trackers, destroy the process group
-

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
+from tests.helpers import tiny_config, write_tiny_run_config
 from trl_lab import GRPOConfig, GRPOTrainer, RewardPluginError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,25 +25,8 @@ def gsm_rows(n: int = 8) -> Dataset:
 
 
 def tiny_args(tmp_path, **overrides) -> GRPOConfig:
-    kwargs = dict(
-        output_dir=str(tmp_path / "out"),
-        rewards=["gsm8k", "gsm8k_format=0.2"],
-        max_steps=2,
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=12,
-        learning_rate=1e-3,
-        beta=0.04,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        seed=0,
-    )
-    kwargs.update(overrides)
-    return GRPOConfig(**kwargs)
+    defaults = dict(rewards=["gsm8k", "gsm8k_format=0.2"], num_generations=2, max_completion_length=12, beta=0.04)
+    return tiny_config(GRPOConfig, tmp_path, **{**defaults, **overrides})
 
 
 def test_grpo_two_steps_logs_each_reward(tmp_path, tiny_model_dir):
@@ -108,43 +92,13 @@ def test_rewards_and_reward_funcs_together_is_an_error(tmp_path, tiny_model_dir)
         GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[half], args=tiny_args(tmp_path), train_dataset=gsm_rows())
 
 
-def _write_tiny_run_config(tmp_path, model_dir, data_dir, **extra) -> Path:
-    config = {
-        "model_name_or_path": str(model_dir),
-        "dataset_source": "local",
-        "dataset_path": str(data_dir),
-        "train_size": 8,
-        "rewards": [{"name": "gsm8k"}, {"name": "gsm8k_format", "weight": 0.2}],
-        "output_dir": str(tmp_path / "run"),
-        "max_steps": 1,
-        "per_device_train_batch_size": 2,
-        "num_generations": 2,
-        "max_completion_length": 8,
-        "logging_steps": 1,
-        "report_to": "none",
-        "save_strategy": "no",
-        "bf16": False,
-        "activation_checkpointing": False,
-        "use_peft": True,
-        "lora_r": 4,
-        "lora_alpha": 8,
-        "lora_target_modules": ["q_proj", "v_proj"],
-        **extra,
-    }
-    import yaml
-
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_example_script_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm8k):
     sys.path.insert(0, str(REPO / "examples"))
     try:
         import grpo_gsm8k
     finally:
         sys.path.pop(0)
-    config = _write_tiny_run_config(
+    config = write_tiny_run_config(
         tmp_path, tiny_model_dir, shared_gsm8k, heldout_size=4, heldout_eval_steps=1, heldout_max_new_tokens=6
     )
     trainer = grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true"])
@@ -164,7 +118,7 @@ def test_example_script_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, share
 
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_dir, shared_gsm8k):
     """`accelerate launch --num_processes 2` on CPU: both ranks train, rank 0 saves."""
-    config = _write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k)
+    config = write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k)
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "examples" / "accelerate" / "cpu_2proc.yaml"),

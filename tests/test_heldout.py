@@ -13,6 +13,7 @@ from datasets import Dataset
 from trl_lab import GRPOConfig, GRPOTrainer, completion_text
 from trl_lab.callbacks.heldout import HeldOutAccuracyCallback, apply_prompt_template
 from trl_lab.callbacks.metrics_log import MetricsLoggerCallback
+from tests.helpers import tiny_config
 
 KEYS = ("heldout/accuracy", "heldout/accuracy_stderr", "heldout/mean_length", "heldout/format_rate")
 
@@ -23,25 +24,8 @@ def questions(n: int) -> Dataset:
 
 
 def tiny_args(tmp_path, **overrides) -> GRPOConfig:
-    kwargs = dict(
-        output_dir=str(tmp_path / "out"),
-        rewards=["gsm8k", "gsm8k_format=0.2"],
-        max_steps=4,
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=8,
-        learning_rate=1e-3,
-        beta=0.04,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        seed=0,
-    )
-    kwargs.update(overrides)
-    return GRPOConfig(**kwargs)
+    defaults = dict(rewards=["gsm8k", "gsm8k_format=0.2"], max_steps=4, num_generations=2, beta=0.04)
+    return tiny_config(GRPOConfig, tmp_path, **{**defaults, **overrides})
 
 
 @pytest.fixture

@@ -54,7 +54,9 @@ def test_example_script_refuses_before_loading_anything(monkeypatch, tmp_path):
     finally:
         sys.path.pop(0)
     _break_bitsandbytes(monkeypatch)
-    monkeypatch.setattr(grpo_gsm8k, "load_gsm8k", lambda *a, **k: pytest.fail("data loaded before the 4-bit check"))
+    import trl_lab.gsm8k_job
+
+    monkeypatch.setattr(trl_lab.gsm8k_job, "load_gsm8k", lambda *a, **k: pytest.fail("data loaded before the 4-bit check"))
     with pytest.raises(QuantizationUnavailableError):
         grpo_gsm8k.main(["--load_in_4bit", "--output_dir", str(tmp_path), "--use_cpu", "true"])
 

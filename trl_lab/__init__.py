@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "GRPOConfig": "trl_lab.grpo",
     "GRPOTrainer": "trl_lab.grpo",
+    "PPOConfig": "trl_lab.ppo",
+    "PPOTrainer": "trl_lab.ppo",
     "resolve_model_path": "trl_lab.embedded_model",
     "load_gsm8k": "trl_lab.data.gsm8k",
 }

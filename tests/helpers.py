@@ -1,0 +1,57 @@
+"""Small builders shared by the trainer tests: tiny training configs and YAML run files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# A training config that runs a tiny model for a couple of CPU steps in about a second.
+TINY_TRAINING: dict[str, Any] = dict(
+    max_steps=2,
+    per_device_train_batch_size=4,
+    max_completion_length=8,
+    learning_rate=1e-3,
+    logging_steps=1,
+    report_to="none",
+    save_strategy="no",
+    use_cpu=True,
+    bf16=False,
+    activation_checkpointing=False,
+    seed=0,
+)
+
+
+def tiny_config(config_cls: type, tmp_path: Path, **overrides: Any):
+    """``config_cls`` (GRPOConfig, PPOConfig, …) with :data:`TINY_TRAINING`, writing under ``tmp_path/out``."""
+    return config_cls(**{"output_dir": str(tmp_path / "out"), **TINY_TRAINING, **overrides})
+
+
+def write_tiny_run_config(tmp_path: Path, model_dir: Path, data_dir: Path, **extra: Any) -> Path:
+    """A YAML run file for the example scripts: tiny model + LoRA, local GSM8K, one step; ``extra`` overrides."""
+    config = {
+        "model_name_or_path": str(model_dir),
+        "dataset_source": "local",
+        "dataset_path": str(data_dir),
+        "train_size": 8,
+        "rewards": [{"name": "gsm8k"}, {"name": "gsm8k_format", "weight": 0.2}],
+        "output_dir": str(tmp_path / "run"),
+        "max_steps": 1,
+        "per_device_train_batch_size": 2,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "logging_steps": 1,
+        "report_to": "none",
+        "save_strategy": "no",
+        "bf16": False,
+        "activation_checkpointing": False,
+        "use_peft": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        **extra,
+    }
+    path = tmp_path / "tiny_run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
