@@ -46,23 +46,31 @@ def build_tiny_tokenizer():
     return fast
 
 
-def build_tiny_causal_lm(tokenizer, *, seed: int = 0, hidden_size: int = 32, layers: int = 2):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _tiny_llama_config(tokenizer, *, hidden_size: int, layers: int, **extra):
+    from transformers import LlamaConfig
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
-        tie_word_embeddings=True,
+        **extra,
+    )
+
+
+def build_tiny_causal_lm(tokenizer, *, seed: int = 0, hidden_size: int = 32, layers: int = 2):
+    """A tiny random ``LlamaForCausalLM`` whose generation stops at the tokenizer's EOS."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = _tiny_llama_config(
+        tokenizer, hidden_size=hidden_size, layers=layers, max_position_embeddings=512, tie_word_embeddings=True
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -75,6 +83,32 @@ def save_tiny_chat_model(path: str | Path, *, seed: int = 0, hidden_size: int = 
     path = Path(path)
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_causal_lm(tokenizer, seed=seed, hidden_size=hidden_size, layers=layers)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_classifier(tokenizer, *, num_labels: int = 1, id2label: dict[int, str] | None = None,
+                          seed: int = 0, hidden_size: int = 32, layers: int = 2):
+    """A tiny random ``LlamaForSequenceClassification`` (``num_labels=1``: a scalar reward model)."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    labels = {} if id2label is None else {"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
+    config = _tiny_llama_config(
+        tokenizer, hidden_size=hidden_size, layers=layers, max_position_embeddings=2048, num_labels=num_labels, **labels
+    )
+    return LlamaForSequenceClassification(config)
+
+
+def save_tiny_classifier(path: str | Path, *, num_labels: int = 1, id2label: dict[int, str] | None = None,
+                         seed: int = 0, hidden_size: int = 32, layers: int = 2) -> Path:
+    """Build and save a tiny random sequence classifier (and its tokenizer) under ``path``; returns ``path``."""
+    path = Path(path)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_classifier(tokenizer, num_labels=num_labels, id2label=id2label, seed=seed,
+                                  hidden_size=hidden_size, layers=layers)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
