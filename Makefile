@@ -2,7 +2,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 # Single process on whatever device is present; flags given so no accelerate config file is needed.
-LAUNCH := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# accelerate pins a launched process to OMP_NUM_THREADS (1 if unset): give the one process every core.
+LAUNCH := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+	--num_cpu_threads_per_process $(shell nproc)
 
 .PHONY: setup demo test test-all bench
 
