@@ -4,6 +4,7 @@
     trl-lab model-path smollm2-135m-instruct   print (converting once if needed) an embedded model's checkpoint
     trl-lab report OUTPUT_DIR            write OUTPUT_DIR/report.png and report.json from the run's log
     trl-lab report RUN_A RUN_B ... --out overlay.png   a report per run, plus the runs overlaid
+    trl-lab audit-rm RM_DIR --data train.jsonl --out DIR   audit a reward model (exit status 1 when it fails)
 """
 
 from __future__ import annotations
@@ -42,6 +43,40 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_pairs(path: str, *, split: str, eval_fraction: float, limit: int | None, seed: int) -> list[dict]:
+    """Preference pairs from a JSONL of pairs (``chosen``/``rejected``), or built from a GSM8K JSONL."""
+    import json
+
+    from trl_lab.data.gsm8k_pairs import gsm8k_pair_splits, load_gsm8k_solutions
+
+    with open(path, encoding="utf-8") as f:
+        first = next((json.loads(line) for line in f if line.strip()), None)
+    if first is None:
+        raise SystemExit(f"trl-lab audit-rm: --data {path!r} is empty")
+    if "chosen" in first:
+        with open(path, encoding="utf-8") as f:
+            pairs = [json.loads(line) for line in f if line.strip()]
+        return pairs[:limit] if limit else pairs
+    pairs = gsm8k_pair_splits(load_gsm8k_solutions(path), eval_fraction=eval_fraction, seed=seed)[split]
+    return pairs[:limit] if limit else pairs
+
+
+def _audit_rm(args: argparse.Namespace) -> int:
+    from trl_lab.rm_audit import audit_reward_model, load_probes
+
+    pairs = _read_pairs(args.data, split=args.split, eval_fraction=args.eval_fraction, limit=args.limit,
+                        seed=args.seed)
+    extra = load_probes(args.probes) if args.probes else []
+    kwargs = {"device": args.device} if args.device else {}
+    report = audit_reward_model(args.path, pairs, probes=[] if args.no_default_probes else None,
+                                extra_probes=extra, min_margin=args.min_margin,
+                                length_r2_threshold=args.length_r2_threshold, min_accuracy=args.min_accuracy,
+                                **kwargs)
+    paths = report.write(args.out)
+    print(report.to_text() + "\n".join(str(p) for p in paths.values()))
+    return 0 if report.passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trl-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="overlay.png", help="overlay PNG when several runs are given")
     p.add_argument("--labels", nargs="+", default=None, help="overlay labels, one per run (default: folder names)")
     p.set_defaults(func=_report)
+    p = sub.add_parser("audit-rm", help="audit a reward model: held-out accuracy, length bias, probe battery")
+    p.add_argument("path", help="reward-model directory (or hub id, adapter directory), loaded as learned_rm loads it")
+    p.add_argument("--data", required=True,
+                   help="JSONL of preference pairs, or a GSM8K JSONL (question + worked answer) to build pairs from")
+    p.add_argument("--out", required=True, help="folder for audit.json, audit.txt and audit_scores.png")
+    p.add_argument("--split", default="eval", choices=["train", "eval"], help="pairs built from GSM8K: which split")
+    p.add_argument("--eval_fraction", type=float, default=0.1)
+    p.add_argument("--limit", type=int, default=None, help="audit at most this many pairs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probes", default=None, help="YAML or JSONL file of extra probes")
+    p.add_argument("--no_default_probes", action="store_true", help="skip the built-in probe battery")
+    p.add_argument("--min_margin", type=float, default=1.0)
+    p.add_argument("--length_r2_threshold", type=float, default=0.3)
+    p.add_argument("--min_accuracy", type=float, default=0.5)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_audit_rm)
     args = parser.parse_args(argv)
     return args.func(args)
 

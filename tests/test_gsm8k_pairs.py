@@ -1,0 +1,110 @@
+"""trl_lab.data.gsm8k_pairs: GSM8K preference pairs with typed wrong answers, split by question hash."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+import pytest
+
+from trl_lab.completions import completion_text
+from trl_lab.data.gsm8k_pairs import (
+    REJECTED_TYPES,
+    arithmetic_slip_text,
+    build_gsm8k_pairs,
+    clean_solution,
+    gsm8k_pair_splits,
+    length_stats,
+    load_gsm8k_solutions,
+    pair_split_sizes,
+)
+from trl_lab.rewards.gsm8k import check_answer, extract_answer
+
+NATALIA = {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+                       "May. How many clips did Natalia sell altogether in April and May?",
+           "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
+                     "altogether in April and May.\n#### 72"}
+
+
+@pytest.fixture(scope="module")
+def rows(shared_gsm8k):
+    """The first 2000 rows of GSM8K's train split (skipped when ../shared/data/gsm8k is absent)."""
+    return load_gsm8k_solutions(shared_gsm8k / "train.jsonl", limit=2000)
+
+
+def test_clean_solution_drops_annotations_and_ends_with_the_answer():
+    assert clean_solution(NATALIA["answer"]) == ("Natalia sold 48/2 = 24 clips in May.\n"
+                                                 "Natalia sold 48+24 = 72 clips altogether in April and May.\n#### 72")
+
+
+def test_arithmetic_slip_propagates_to_later_steps_and_the_final_number():
+    for seed in range(20):
+        text = arithmetic_slip_text(NATALIA["answer"], random.Random(seed))
+        lines = text.splitlines()
+        may = int(lines[0].split("= ")[1].split()[0])
+        total = int(lines[1].split("= ")[1].split()[0])
+        if may != 24:  # first step slipped: the second step uses the wrong value and is recomputed
+            assert f"48+{may} = {48 + may}" in lines[1]
+            assert total == 48 + may
+        else:  # the last step slipped
+            assert total != 72
+        assert lines[-1] == f"#### {total}" and extract_answer(text) != "72"
+
+
+def test_pairs_have_the_trl_shape_and_every_rejected_answer_is_wrong(rows):
+    pairs = build_gsm8k_pairs(rows, seed=0)
+    # two rows of the first 2000 ("he correctly answered 5 * 5 - 1 = 24 ... #### 66") declare conflicting answers
+    assert len(pairs) == len(rows) - 2
+    by_question = {r["question"]: r for r in rows}
+    counts = Counter(p["rejected_type"] for p in pairs)
+    assert set(counts) == set(REJECTED_TYPES) and min(counts.values()) > 0.15 * len(pairs)
+    for p in pairs:
+        row = by_question[p["question"]]
+        assert p["prompt"][-1] == {"role": "user", "content": row["question"]}
+        assert [m["role"] for m in p["chosen"]] == ["assistant"] == [m["role"] for m in p["rejected"]]
+        chosen, rejected = completion_text(p["chosen"]), completion_text(p["rejected"])
+        assert "<<" not in chosen and chosen.endswith(f"#### {p['answer']}")
+        assert check_answer(chosen, row["answer"])
+        assert extract_answer(rejected) is not None and extract_answer(rejected) != p["answer"]
+    slips = [p for p in pairs if p["rejected_type"] == "arithmetic_slip"]
+    # a slip keeps the reasoning's shape: same number of lines as the correct solution
+    assert all(len(completion_text(p["rejected"]).splitlines()) == len(completion_text(p["chosen"]).splitlines())
+               for p in slips)
+
+
+def test_mix_and_seed(rows):
+    a = build_gsm8k_pairs(rows[:300], seed=1)
+    assert a == build_gsm8k_pairs(rows[:300], seed=1)
+    assert a != build_gsm8k_pairs(rows[:300], seed=2)
+    # the pair of a question does not depend on row order
+    assert build_gsm8k_pairs(rows[:300][::-1], seed=1) == a[::-1]
+    only = build_gsm8k_pairs(rows[:100], mix={"verbose_wrong": 1.0})
+    assert {p["rejected_type"] for p in only} == {"verbose_wrong"}
+    with pytest.raises(ValueError, match="unknown rejected type"):
+        build_gsm8k_pairs(rows[:3], mix={"sarcastic": 1.0})
+
+
+def test_splits_share_no_question(rows):
+    splits = gsm8k_pair_splits(rows, eval_fraction=0.2, seed=0)
+    train_q = {p["question"] for p in splits["train"]}
+    eval_q = {p["question"] for p in splits["eval"]}
+    assert not train_q & eval_q
+    sizes = pair_split_sizes(rows, eval_fraction=0.2)
+    assert sizes == {"train": 1576, "eval": 424} and sum(sizes.values()) == len(rows)
+    # one row of each split is skipped (its reference declares conflicting answers)
+    assert (len(splits["train"]), len(splits["eval"])) == (1575, 423)
+
+
+def test_length_stats_and_length_matching(rows):
+    pairs = build_gsm8k_pairs(rows, seed=0)
+    stats = length_stats(pairs)
+    assert stats.n == len(pairs)
+    assert stats.chosen_mean_chars == pytest.approx(sum(len(completion_text(p["chosen"])) for p in pairs) / len(pairs))
+    assert stats.rejected_mean_chars > stats.chosen_mean_chars  # verbose_wrong pads the rejected side
+    assert stats.frac_chosen_longer < 0.4
+    matched = build_gsm8k_pairs(rows, seed=0, length_matched=True)
+    m = length_stats(matched)
+    assert m.frac_chosen_longer == 0.5 and m.n == 2 * round(stats.frac_chosen_longer * stats.n)
+    assert all(p in pairs for p in matched[:50])
+    hand = [{"chosen": "aaaa", "rejected": "b"}, {"chosen": "a", "rejected": "bbb"}, {"chosen": "a", "rejected": "b"}]
+    assert length_stats(hand).to_dict() == {"n": 3, "chosen_mean_chars": 2.0, "rejected_mean_chars": 5 / 3,
+                                            "frac_chosen_longer": 1 / 3}

@@ -1,0 +1,408 @@
+"""GSM8K preference pairs for reward-model training: a correct solution against a wrong one.
+
+Each GSM8K row (``question`` + reference ``answer``: a worked solution with ``<<a*b=c>>`` calculator
+annotations and a final ``#### N``) gives one pair in TRL's explicit-prompt conversational preference format:
+
+* ``prompt`` -- ``[system, user question]`` exactly as :func:`trl_lab.data.gsm8k.build_prompt` builds it;
+* ``chosen`` -- ``[{"role": "assistant", "content": <reference solution without annotations, ending "#### N">}]``;
+* ``rejected`` -- the same shape, a wrong answer of one of four kinds (``rejected_type``):
+
+  ``arithmetic_slip``  one ``a op b = c`` step gets a wrong result; later steps that use ``c`` are recomputed
+                       with the wrong value, and so is the final ``#### N``. When no step can be slipped so that
+                       the final number changes (no annotations, unparseable steps), the pair falls back to
+                       ``wrong_final`` and its ``rejected_type`` says so.
+  ``confident_wrong``  short, polished, confident prose with a wrong final number.
+  ``verbose_wrong``    a long, padded answer (restated problem, filler) with a wrong final number.
+  ``wrong_final``      the correct reasoning, then a wrong ``#### N``. When the reasoning itself declares the
+                       answer ("The answer is 8."), the checker would see conflicting declarations, so the pair
+                       falls back to ``confident_wrong``.
+
+plus ``answer`` (the canonical reference number) and ``question``. Every rejected answer's final number
+(:func:`trl_lab.rewards.gsm8k.extract_answer`) differs from the reference; this is checked for every pair.
+A row whose cleaned reference solution the checker itself does not accept (3 of GSM8K's 7,473 train rows:
+prose such as "the answer was 1200" conflicts with the final ``#### N``) is skipped with a warning, so the RM is
+never taught to prefer what the verifiable reward rejects.
+
+The type of each pair is drawn from ``mix`` (weights) by a ``random.Random`` seeded with ``seed`` and the
+question, so a question gets the same pair whatever the row order. Train/eval are split by the SHA-256 of the
+whitespace-normalised question (:func:`pair_split_of`), so no question is in both.
+
+Length bias: :func:`length_stats` reports mean characters and how often ``chosen`` is the longer side;
+``length_matched=True`` drops pairs of the majority side (seeded) so that ``chosen`` is longer in half of them,
+and a reward model cannot win by preferring long (or short) answers.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import operator
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trl_lab.data.gsm8k import DEFAULT_SYSTEM_PROMPT, build_prompt
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MIX",
+    "REJECTED_TYPES",
+    "LengthStats",
+    "build_gsm8k_pairs",
+    "clean_solution",
+    "confident_wrong_text",
+    "gsm8k_pair_splits",
+    "length_stats",
+    "load_gsm8k_solutions",
+    "pair_split_of",
+    "pair_split_sizes",
+    "verbose_wrong_text",
+    "wrong_number",
+]
+
+REJECTED_TYPES = ("arithmetic_slip", "confident_wrong", "verbose_wrong", "wrong_final")
+DEFAULT_MIX: dict[str, float] = {t: 1.0 for t in REJECTED_TYPES}
+SPLITS = ("train", "eval")
+
+_ANNOTATION = re.compile(r"<<([^<>]*?)=([^<>=]*)>>")
+
+
+def _canonical(value: float) -> str:
+    if abs(value - round(value)) < 1e-9:
+        return str(int(round(value)))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _reference_number(solution: str) -> str:
+    from trl_lab.rewards.gsm8k import parse_reference
+
+    return parse_reference(solution)
+
+
+# --------------------------------------------------------------------------- loading / cleaning
+def load_gsm8k_solutions(path: str | Path, *, limit: int | None = None) -> list[dict[str, str]]:
+    """Rows ``{"question", "answer"}`` (full worked solution) of a GSM8K ``.jsonl`` file, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"gsm8k_pairs: {str(path)!r} is not a file (expected a GSM8K .jsonl)")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict) or "question" not in row or "answer" not in row:
+                raise ValueError(f"gsm8k_pairs: {path}:{lineno} has no 'question'/'answer' fields")
+            rows.append({"question": row["question"], "answer": row["answer"]})
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def clean_solution(solution: str) -> str:
+    """The solution without ``<<...>>`` annotations, ending with ``#### N`` (N the canonical reference)."""
+    body = _ANNOTATION.sub("", solution).rstrip()
+    final = _reference_number(solution)
+    body = body.rpartition("####")[0].rstrip() if "####" in body else body
+    return f"{body}\n#### {final}" if body else f"#### {final}"
+
+
+# --------------------------------------------------------------------------- wrong answers
+def wrong_number(reference: str, rng: random.Random) -> str:
+    """A plausible wrong answer: the reference plus a small non-zero offset, a factor, or a digit slip."""
+    value = float(reference)
+    is_int = abs(value - round(value)) < 1e-9
+    candidates: list[float] = []
+    for d in (1, 2, 3, 5, 10):
+        candidates += [value + d, value - d]
+    candidates += [value * 2, value / 2 if not is_int or int(value) % 2 == 0 else value + 4, value * 10]
+    if value >= 0:
+        candidates = [c for c in candidates if c >= 0]
+    candidates = [c for c in candidates if _canonical(c) != _canonical(value)]
+    return _canonical(rng.choice(candidates))
+
+
+def _safe_eval(expr: str) -> float:
+    """Evaluate a calculator annotation (numbers, + - * /, parentheses); ValueError otherwise."""
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        raise ValueError(f"unsupported expression {expr!r}")
+
+    text = expr.replace(",", "").replace("x", "*").replace("X", "*")
+    if len(text) > 200:
+        raise ValueError("expression too long")
+    try:
+        return ev(ast.parse(text, mode="eval"))
+    except (SyntaxError, ZeroDivisionError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _sub_numbers(text: str, changed: Mapping[str, str]) -> str:
+    if not changed:
+        return text
+    pattern = re.compile(r"(?<![\d.])(" + "|".join(re.escape(k) for k in sorted(changed, key=len, reverse=True))
+                         + r")(?![\d]|\.\d)")
+    return pattern.sub(lambda m: changed[m.group(1)], text)
+
+
+def _slip_at(solution: str, step: int, wrong: str) -> tuple[str, str] | None:
+    """Solution text with annotation ``step``'s result set to ``wrong`` and later steps recomputed.
+
+    Returns ``(clean text, new final)`` or None when the final number does not change.
+    """
+    matches = list(_ANNOTATION.finditer(solution))
+    out, pos = [], 0
+    changed: dict[str, str] = {}
+    for i, m in enumerate(matches):
+        before = solution[pos : m.start()]
+        expr, result = m.group(1), m.group(2).strip()
+        shown = re.match(r"\s*" + re.escape(result), solution[m.end():]) if result else None
+        after_end = m.end() + (shown.end() if shown else 0)
+        try:
+            old = _canonical(float(result.replace(",", "")))
+        except ValueError:
+            old = None
+        if i < step:
+            out.append(solution[pos:after_end])
+        elif i == step:
+            out.append(before + (wrong if shown else ""))
+            if old is not None:
+                changed[old] = wrong
+        else:
+            new_expr = _sub_numbers(expr, changed)
+            new_before = _sub_numbers(before, changed)
+            if new_expr != expr and old is not None:
+                try:
+                    new = _canonical(_safe_eval(new_expr))
+                except ValueError:
+                    return None
+                changed[old] = new
+                out.append(new_before + (new if shown else ""))
+            else:
+                out.append(new_before + solution[m.start():after_end])
+        pos = after_end
+    text = _ANNOTATION.sub("", "".join(out) + solution[pos:])
+    final = _reference_number(solution)
+    if final not in changed:
+        return None
+    new_final = changed[final]
+    body = text.rpartition("####")[0].rstrip()
+    return f"{body}\n#### {new_final}", new_final
+
+
+def arithmetic_slip_text(solution: str, rng: random.Random) -> str | None:
+    """An ``arithmetic_slip`` rejection of ``solution``, or None when no step can be slipped consistently."""
+    matches = list(_ANNOTATION.finditer(solution))
+    steps = list(range(len(matches)))
+    rng.shuffle(steps)
+    reference = _reference_number(solution)
+    for step in steps:
+        try:
+            result = _canonical(float(matches[step].group(2).replace(",", "")))
+        except ValueError:
+            continue
+        slipped = _slip_at(solution, step, wrong_number(result, rng))
+        if slipped is not None and slipped[1] != reference:
+            return slipped[0]
+    return None
+
+
+_CONFIDENT = (
+    "This is a straightforward problem. Combining the quantities given in the question, the result is clearly "
+    "{w}. I have double-checked every step, so I am certain of this answer.\n#### {w}",
+    "Let me solve this precisely. After carefully accounting for every value in the problem, the total works out "
+    "to exactly {w}. The answer is definitely correct.\n#### {w}",
+    "Solution: applying the relationships stated in the problem gives {w} directly. This is a well-verified, "
+    "rigorous result.\n#### {w}",
+)
+
+_PADDING = (
+    "First, it is important to read the problem very carefully and make sure that we understand every single "
+    "detail, because word problems like this one often contain subtle information that is easy to overlook.",
+    "Next, we should think about what the question is really asking, and consider all of the quantities that "
+    "are mentioned, how they relate to each other, and which operations are appropriate to combine them.",
+    "It is also a good idea to consider the units involved and to keep track of them throughout, since mixing "
+    "up units is one of the most common sources of mistakes in problems of this kind.",
+    "Having considered all of this thoroughly and weighed the different possible interpretations, we can now "
+    "proceed step by step towards the final result with a high degree of confidence.",
+    "Let us also reflect on whether the answer is reasonable: it should be consistent with the scale of the "
+    "numbers in the problem, which is a useful sanity check that careful problem solvers always perform.",
+)
+
+
+def confident_wrong_text(wrong: str, rng: random.Random) -> str:
+    """Polished, confident prose ending in ``#### wrong``."""
+    return rng.choice(_CONFIDENT).format(w=wrong)
+
+
+def verbose_wrong_text(question: str, wrong: str, rng: random.Random) -> str:
+    """A long padded answer (restated question, filler paragraphs) ending in ``#### wrong``."""
+    paragraphs = list(_PADDING)
+    rng.shuffle(paragraphs)
+    return ("Let's restate the problem to be thorough: " + question.strip() + "\n\n" + "\n\n".join(paragraphs)
+            + f"\n\nPutting everything together, the answer to this problem is {wrong}.\n#### {wrong}")
+
+
+def _rejected(kind: str, question: str, solution: str, chosen: str, rng: random.Random) -> tuple[str, str]:
+    """``(text, actual type)``; a slip or wrong final whose declared answer is unclear falls back (see module doc)."""
+    from trl_lab.rewards.gsm8k import extract_answer
+
+    reference = _reference_number(solution)
+    if kind == "arithmetic_slip":
+        text = arithmetic_slip_text(solution, rng)
+        if text is not None and extract_answer(text) not in (None, reference):
+            return text, kind
+        kind = "wrong_final"
+    wrong = wrong_number(reference, rng)
+    if kind == "wrong_final":
+        text = chosen.rpartition("####")[0].rstrip() + f"\n#### {wrong}"
+        if extract_answer(text) == wrong:  # not when the prose also declares the answer ("The answer is 8.")
+            return text, kind
+        kind = "confident_wrong"
+    if kind == "confident_wrong":
+        return confident_wrong_text(wrong, rng), kind
+    return verbose_wrong_text(question, wrong, rng), "verbose_wrong"
+
+
+# --------------------------------------------------------------------------- pairs
+def _normalise(question: str) -> str:
+    return " ".join(question.split()).lower()
+
+
+def pair_split_of(question: str, eval_fraction: float = 0.1) -> str:
+    """``"eval"`` when the SHA-256 of the normalised question falls in the lowest ``eval_fraction``, else ``"train"``."""
+    if not 0.0 <= eval_fraction <= 1.0:
+        raise ValueError(f"gsm8k_pairs: eval_fraction must be in [0, 1], got {eval_fraction!r}")
+    digest = hashlib.sha256(_normalise(question).encode("utf-8")).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
+
+
+def pair_split_sizes(rows: Iterable[Mapping[str, Any]], eval_fraction: float = 0.1) -> dict[str, int]:
+    """How many rows go to each split: ``{"train": n, "eval": m}``."""
+    sizes = {s: 0 for s in SPLITS}
+    for row in rows:
+        sizes[pair_split_of(row["question"], eval_fraction)] += 1
+    return sizes
+
+
+def _check_mix(mix: Mapping[str, float]) -> list[tuple[str, float]]:
+    unknown = sorted(set(mix) - set(REJECTED_TYPES))
+    if unknown:
+        raise ValueError(f"gsm8k_pairs: unknown rejected type(s) {unknown} in mix; known: {list(REJECTED_TYPES)}")
+    items = [(k, float(v)) for k, v in mix.items()]
+    if any(v < 0 for _, v in items) or not any(v > 0 for _, v in items):
+        raise ValueError(f"gsm8k_pairs: mix weights must be >= 0 with at least one > 0, got {dict(mix)}")
+    return [(k, v) for k, v in items if v > 0]
+
+
+def build_gsm8k_pairs(rows: Iterable[Mapping[str, Any]], *, mix: Mapping[str, float] | None = None, seed: int = 0,
+                      system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+                      length_matched: bool = False) -> list[dict[str, Any]]:
+    """One preference pair per GSM8K row (``question`` + worked-solution ``answer``); see the module docstring.
+
+    ``mix``: weight per rejected type (default: equal). ``length_matched``: drop pairs (seeded) until ``chosen``
+    is the longer side in half of them.
+    """
+    weighted = _check_mix(DEFAULT_MIX if mix is None else mix)
+    kinds, weights = [k for k, _ in weighted], [w for _, w in weighted]
+    from trl_lab.rewards.gsm8k import extract_answer
+
+    pairs, skipped = [], []
+    for index, row in enumerate(rows):
+        question, solution = row.get("question"), row.get("answer")
+        if not isinstance(question, str) or not isinstance(solution, str):
+            raise ValueError(f"gsm8k_pairs: row {index} needs string 'question' and 'answer', got {dict(row)!r:.160}")
+        try:
+            reference = _reference_number(solution)
+        except ValueError as exc:
+            raise ValueError(f"gsm8k_pairs: row {index}: {exc}") from exc
+        rng = random.Random(f"{seed}:{_normalise(question)}")
+        chosen = clean_solution(solution)
+        if extract_answer(chosen) != reference:
+            skipped.append(index)
+            continue
+        rejected, kind = _rejected(rng.choices(kinds, weights)[0], question, solution, chosen, rng)
+        _check_wrong(rejected, reference, index, kind)
+        pairs.append({
+            "prompt": build_prompt(question, system_prompt),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "rejected_type": kind,
+            "answer": reference,
+            "question": question,
+        })
+    if skipped:
+        logger.warning("gsm8k_pairs: skipped %d row(s) whose reference solution does not pass the GSM8K checker "
+                       "(conflicting answer declarations): rows %s", len(skipped), skipped[:10])
+    return _length_match(pairs, seed) if length_matched else pairs
+
+
+def _check_wrong(rejected: str, reference: str, index: int, kind: str) -> None:
+    from trl_lab.rewards.gsm8k import extract_answer
+
+    declared = extract_answer(rejected)
+    if declared is None or declared == reference:  # never expected; a bug in a generator if it happens
+        raise AssertionError(f"gsm8k_pairs: row {index}: the {kind} rejection declares {declared!r} "
+                             f"(reference {reference})")
+
+
+def _text(messages: Any) -> str:
+    from trl_lab.completions import completion_text
+
+    return completion_text(messages)
+
+
+def _length_match(pairs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    longer = [i for i, p in enumerate(pairs) if len(_text(p["chosen"])) > len(_text(p["rejected"]))]
+    shorter = [i for i, p in enumerate(pairs) if len(_text(p["chosen"])) <= len(_text(p["rejected"]))]
+    rng = random.Random(f"length_matched:{seed}")
+    n = min(len(longer), len(shorter))
+    keep = set(rng.sample(longer, n)) | set(rng.sample(shorter, n))
+    return [p for i, p in enumerate(pairs) if i in keep]
+
+
+def gsm8k_pair_splits(rows: Iterable[Mapping[str, Any]], *, eval_fraction: float = 0.1,
+                      **kwargs: Any) -> dict[str, list[dict[str, Any]]]:
+    """``{"train": pairs, "eval": pairs}`` split by question hash; ``kwargs`` go to :func:`build_gsm8k_pairs`."""
+    rows = list(rows)
+    by_split = {s: [r for r in rows if pair_split_of(r["question"], eval_fraction) == s] for s in SPLITS}
+    return {s: build_gsm8k_pairs(r, **kwargs) for s, r in by_split.items()}
+
+
+@dataclass(frozen=True)
+class LengthStats:
+    """Chosen-vs-rejected length statistics (characters of the assistant text)."""
+
+    n: int
+    chosen_mean_chars: float
+    rejected_mean_chars: float
+    frac_chosen_longer: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def length_stats(pairs: Sequence[Mapping[str, Any]]) -> LengthStats:
+    """Mean characters per side and the fraction of pairs where ``chosen`` is strictly longer."""
+    if not pairs:
+        raise ValueError("gsm8k_pairs: length_stats needs at least one pair")
+    c = [len(_text(p["chosen"])) for p in pairs]
+    r = [len(_text(p["rejected"])) for p in pairs]
+    return LengthStats(n=len(pairs), chosen_mean_chars=sum(c) / len(c), rejected_mean_chars=sum(r) / len(r),
+                       frac_chosen_longer=sum(a > b for a, b in zip(c, r)) / len(c))

@@ -1,0 +1,148 @@
+"""Reward-model training: thin subclasses of TRL's ``RewardConfig`` and ``RewardTrainer``.
+
+What TRL already does is left to it: LoRA/QLoRA through ``peft_config`` (build it with TRL's
+``get_peft_config(ModelConfig)``) and ``quantization_config``; the Bradley-Terry loss with an optional per-pair
+``margin`` column (loss ``-logsigmoid(r_chosen - r_rejected - margin)``); gradient clipping (``max_grad_norm``,
+from ``TrainingArguments``); right padding in its collator; ``config.pad_token_id`` set from the tokenizer.
+
+What this module adds:
+
+* a model given by name goes through :func:`trl_lab.embedded_model.resolve_model_path` (``smollm2-135m-instruct``
+  works offline);
+* ``RewardConfig.margin_column``: use a column of another name as TRL's ``margin``;
+* a LoRA config whose ``task_type`` is not ``SEQ_CLS`` is refused (the score head would be neither trained nor
+  saved in the adapter, and ``learned_rm`` could not load it);
+* a check, on real training pairs, that last-non-pad pooling is right: the scores of a right-padded batch equal
+  the scores of each sequence alone (:func:`check_pooling`). A ``config.pad_token_id`` other than the padding token,
+  or a model that pools elsewhere, fails here, naming the tokenizer and the gap, before any step is taken;
+* the tokenizer is saved with the model (``save_model``) with ``padding_side="right"``, so ``learned_rm`` loads the
+  output directory as it is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import trl
+
+__all__ = ["RewardConfig", "RewardTrainer", "check_pooling"]
+
+
+@dataclass
+class RewardConfig(trl.RewardConfig):
+    """TRL's ``RewardConfig`` plus ``margin_column`` and ``check_pooling``."""
+
+    margin_column: str | None = field(
+        default=None,
+        metadata={"help": "Dataset column holding a per-pair margin (renamed to TRL's `margin`). None: no margin "
+                          "unless the dataset already has a `margin` column."},
+    )
+    check_pooling: bool = field(
+        default=True,
+        metadata={"help": "Before training, check that a right-padded batch scores like unpadded singles."},
+    )
+    pooling_atol: float = field(default=1e-4, metadata={"help": "Tolerance of the pooling check."})
+
+
+def check_pooling(model: Any, pad_token_id: int, sequences: Sequence[Sequence[int]], *,
+                  atol: float = 1e-4) -> float:
+    """Largest |score(padded batch) - score(alone)| over ``sequences``; ValueError when above ``atol``.
+
+    ``sequences`` should differ in length, so that some of them are padded in the batch.
+    """
+    if len(sequences) < 2:
+        raise ValueError("check_pooling: needs at least two sequences")
+    if len({len(s) for s in sequences}) < 2:
+        raise ValueError("check_pooling: the sequences all have the same length, so none would be padded")
+    device = next(model.parameters()).device
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(list(seq))
+        mask[row, : len(seq)] = 1
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            batched = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            batched = batched.float()[:, 0].cpu()
+            alone = torch.stack([
+                model(input_ids=torch.as_tensor([list(s)], device=device), use_cache=False).logits.float()[0, 0].cpu()
+                for s in sequences
+            ])
+    finally:
+        model.train(was_training)
+    gap = float((batched - alone).abs().max())
+    if not gap <= atol:
+        raise ValueError(
+            f"reward_training: last-non-pad pooling is wrong: a right-padded batch scores up to {gap:.3g} away from "
+            f"the same sequences scored alone (pad_token_id={pad_token_id}, config.pad_token_id="
+            f"{getattr(model.config, 'pad_token_id', None)}). Does config.pad_token_id name the padding token, "
+            "and does the model pool on the last non-pad token?"
+        )
+    return gap
+
+
+def _rename_margin(dataset: Any, column: str | None, name: str) -> Any:
+    if dataset is None or column is None or column == "margin":
+        return dataset
+    if isinstance(dataset, dict):
+        return {k: _rename_margin(v, column, f"{name}[{k!r}]") for k, v in dataset.items()}
+    columns = list(dataset.column_names or [])
+    if column not in columns:
+        raise ValueError(f"reward_training: `margin_column` {column!r} is not a column of {name} (columns: {columns})")
+    if "margin" in columns:
+        raise ValueError(f"reward_training: {name} has both `margin` and `margin_column` {column!r}; keep one")
+    return dataset.rename_column(column, "margin")
+
+
+class RewardTrainer(trl.RewardTrainer):
+    """TRL's ``RewardTrainer`` with embedded model names, a margin column, a SEQ_CLS LoRA check and a pooling check."""
+
+    def __init__(self, model: Any, args: RewardConfig | None = None, train_dataset: Any = None,
+                 eval_dataset: Any = None, processing_class: Any = None, peft_config: Any = None,
+                 **kwargs: Any) -> None:
+        if isinstance(model, (str, os.PathLike)):
+            from trl_lab.embedded_model import resolve_model_path
+
+            model = resolve_model_path(str(model))
+        if peft_config is not None:
+            task = getattr(peft_config, "task_type", None)
+            if str(getattr(task, "value", task)) != "SEQ_CLS":
+                raise ValueError(
+                    f"reward_training: peft_config.task_type is {getattr(task, 'value', task)!r}; a reward model "
+                    "needs SEQ_CLS (--lora_task_type SEQ_CLS) so the score head is trained and saved with the adapter"
+                )
+        margin_column = getattr(args, "margin_column", None)
+        train_dataset = _rename_margin(train_dataset, margin_column, "train_dataset")
+        eval_dataset = _rename_margin(eval_dataset, margin_column, "eval_dataset")
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class, peft_config=peft_config, **kwargs)
+        self.processing_class.padding_side = "right"
+        self.pooling_gap: float | None = None
+        if getattr(self.args, "check_pooling", True):
+            self.pooling_gap = self._check_pooling()
+
+    def _check_pooling(self) -> float | None:
+        seqs: list[list[int]] = []
+        for example in self.train_dataset:
+            for key in ("chosen_ids", "rejected_ids"):
+                if all(len(example[key]) != len(s) for s in seqs):
+                    seqs.append(list(example[key]))
+            if len(seqs) >= 3:
+                break
+        if len(seqs) < 2:
+            return None  # every training sequence has the same length: padding never happens
+        return check_pooling(self.model, self.processing_class.pad_token_id, seqs,
+                             atol=getattr(self.args, "pooling_atol", 1e-4))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model (or adapter) and the tokenizer, right-padded, loadable by ``learned_rm``."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save and self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir or self.args.output_dir)
