@@ -58,7 +58,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_two_processes_split_the_items_and_agree(tmp_path, tiny_model_dir):
     script = tmp_path / "heldout_ddp.py"
     script.write_text(SCRIPT)

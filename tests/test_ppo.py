@@ -290,7 +290,6 @@ def test_default_cpu_config_parses():
     assert [r["name"] for r in args.rewards] == ["gsm8k", "gsm8k_format"]
 
 
-@pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_dir, shared_gsm8k):
     """`accelerate launch --num_processes 2` on CPU: both ranks run PPO (value head synced by DDP), rank 0 saves."""
     config = _write_tiny_ppo_config(tmp_path, tiny_model_dir, shared_gsm8k)
