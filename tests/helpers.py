@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+REPO = Path(__file__).resolve().parents[1]
 
 # A training config that runs a tiny model for a couple of CPU steps in about a second.
 TINY_TRAINING: dict[str, Any] = dict(
@@ -55,3 +60,16 @@ def write_tiny_run_config(tmp_path: Path, model_dir: Path, data_dir: Path, **ext
     path = tmp_path / "tiny_run.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def launch_two_cpu_processes(script: Path, *args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    """Run ``script`` under ``accelerate launch`` with examples/accelerate/cpu_2proc.yaml; fails with its output."""
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "examples" / "accelerate" / "cpu_2proc.yaml"),
+        str(script), *args,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from datasets import Dataset
 
-from tests.helpers import tiny_config, write_tiny_run_config
+from tests.helpers import launch_two_cpu_processes, tiny_config, write_tiny_run_config
 from trl_lab import GRPOConfig, GRPOTrainer, RewardPluginError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,13 +117,8 @@ def test_example_script_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, share
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_dir, shared_gsm8k):
     """`accelerate launch --num_processes 2` on CPU: both ranks train, rank 0 saves."""
     config = write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k)
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / "examples" / "accelerate" / "cpu_2proc.yaml"),
-        str(REPO / "examples" / "grpo_gsm8k.py"), "--config", str(config), "--max_steps", "2",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = launch_two_cpu_processes(
+        REPO / "examples" / "grpo_gsm8k.py", "--config", str(config), "--max_steps", "2", cwd=tmp_path
+    )
     assert (tmp_path / "run" / "adapter_model.safetensors").exists()
     assert "after 2 steps on 2 process(es)" in out.stdout

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import launch_two_cpu_processes
 
 SCRIPT = textwrap.dedent(
     """
@@ -63,14 +59,7 @@ def test_two_processes_split_the_items_and_agree(tmp_path, tiny_model_dir):
     script.write_text(SCRIPT)
     out = tmp_path / "run"
     out.mkdir()
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / "examples" / "accelerate" / "cpu_2proc.yaml"),
-        str(script), str(tiny_model_dir), str(out),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    launch_two_cpu_processes(script, str(tiny_model_dir), str(out), cwd=tmp_path)
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import torch
 from datasets import Dataset
 from safetensors.torch import load_file
 
-from tests.helpers import tiny_config, write_tiny_run_config
+from tests.helpers import launch_two_cpu_processes, tiny_config, write_tiny_run_config
 from trl_lab import GRPOConfig, GRPOTrainer, PPOConfig, PPOTrainer, completion_text
 from trl_lab.ppo.advantages import (
     clipped_value_loss,
@@ -293,14 +291,9 @@ def test_default_cpu_config_parses():
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_dir, shared_gsm8k):
     """`accelerate launch --num_processes 2` on CPU: both ranks run PPO (value head synced by DDP), rank 0 saves."""
     config = _write_tiny_ppo_config(tmp_path, tiny_model_dir, shared_gsm8k)
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / "examples" / "accelerate" / "cpu_2proc.yaml"),
-        str(REPO / "examples" / "ppo_gsm8k.py"), "--config", str(config), "--max_steps", "2",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = launch_two_cpu_processes(
+        REPO / "examples" / "ppo_gsm8k.py", "--config", str(config), "--max_steps", "2", cwd=tmp_path
+    )
     assert (tmp_path / "run" / "adapter_model.safetensors").exists()
     assert (tmp_path / "run" / VALUE_HEAD_FILE).exists()
     assert "after 2 steps on 2 process(es)" in out.stdout

@@ -27,7 +27,6 @@ from trl_lab.ppo.advantages import (
     clipped_value_loss,
     compute_gae,
     explained_variance,
-    masked_mean,
     masked_whiten,
     shaped_rewards,
 )
