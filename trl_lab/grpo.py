@@ -23,7 +23,7 @@ from transformers import TrainingArguments
 
 from trl_lab.embedded_model import resolve_model_path
 from trl_lab.quantization import check_bitsandbytes
-from trl_lab.registry import Reward, wrap_reward
+from trl_lab.registry import Reward, as_reward
 from trl_lab.reward_specs import build_rewards, parse_reward_specs
 
 
@@ -105,9 +105,9 @@ class GRPOTrainer(trl.GRPOTrainer):
 
 def _wrap(func: Any) -> Any:
     """Wrap plain reward callables in :class:`Reward`; reward-model ids and modules pass through."""
-    if isinstance(func, (str, nn.Module, Reward)):
+    if isinstance(func, (str, nn.Module)):
         return func
-    return wrap_reward(trl.trainer.utils.get_callable_name(func), func)
+    return as_reward(func)
 
 
 def check_reward_columns(reward_funcs: list[Any], dataset: Any) -> None:

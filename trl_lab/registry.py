@@ -166,6 +166,22 @@ def get_reward(name: str, **kwargs: Any) -> "Reward":
     return wrap_reward(display, fn)
 
 
+def as_reward(obj: str | RewardFunc) -> "Reward":
+    """A plugin name, a :class:`Reward`, or any reward callable, as a checked :class:`Reward`.
+
+    A plain callable is named as TRL names it (``functools.partial`` unwrapped, else ``__name__``, else
+    its class name), so its metrics keep TRL's key.
+    """
+    if isinstance(obj, str):
+        return get_reward(obj)
+    if not callable(obj):
+        raise TypeError(f"a reward must be a plugin name or a callable, got {type(obj).__name__}")
+    fn = obj
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return wrap_reward(getattr(fn, "__name__", type(fn).__name__), obj)
+
+
 def wrap_reward(name: str, fn: RewardFunc) -> "Reward":
     """Wrap a reward callable in the checked :class:`Reward` (``AsyncReward`` for ``async`` plugins)."""
     if isinstance(fn, Reward):

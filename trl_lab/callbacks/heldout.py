@@ -102,16 +102,11 @@ def generate_greedy(
 
 # ------------------------------------------------------------------------------------------- scoring
 def _as_reward(spec: str | Callable[..., Any], role: str) -> Any:
-    from trl_lab.registry import Reward, get_reward
+    from trl_lab.registry import as_reward
 
-    if isinstance(spec, str):
-        return get_reward(spec)
-    if isinstance(spec, Reward):
-        return spec
-    if callable(spec):
-        name = getattr(spec, "__name__", None) or type(spec).__name__
-        return Reward(name, spec)
-    raise TypeError(f"held-out {role} must be a reward plugin name or a callable, got {type(spec).__name__}")
+    if not (isinstance(spec, str) or callable(spec)):
+        raise TypeError(f"held-out {role} must be a reward plugin name or a callable, got {type(spec).__name__}")
+    return as_reward(spec)
 
 
 def _binomial_stderr(p: float, n: int) -> float:
