@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from tests.test_goodhart import hook_args
 from tests.test_grpo_e2e import gsm_rows, tiny_args
 from trl_lab import GRPOTrainer
 from trl_lab.callbacks import GoodhartCallback
@@ -103,26 +104,32 @@ class ScriptedLogs(TrainerCallback):
         logs["heldout/accuracy_stderr"] = 0.02
 
 
-def test_plain_trainer_with_lora_checkpoints_and_gold_from_logs(tmp_path, tiny_model_dir):
+def lora_trainer(model_dir, output_dir, callbacks, **overrides):
+    """A plain transformers Trainer on the tiny model with a LoRA adapter (r=4) and 32 toy rows."""
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
+    torch.manual_seed(0)
     model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        AutoModelForCausalLM.from_pretrained(model_dir),
         LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
-    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     rows = Dataset.from_list([{"input_ids": [5 + i, 6 + i, 7 + i, 8 + i], "labels": [5 + i, 6 + i, 7 + i, 8 + i]}
                               for i in range(32)])
+    args = TrainingArguments(**{
+        "output_dir": str(output_dir), "max_steps": len(ACCURACY), "per_device_train_batch_size": 2,
+        "learning_rate": 5e-2, "logging_steps": 1, "save_strategy": "steps", "save_steps": 3, "report_to": "none",
+        "use_cpu": True, "disable_tqdm": True, **overrides,
+    })
+    return Trainer(model=model, args=args, train_dataset=rows, callbacks=callbacks)
+
+
+def test_plain_trainer_with_lora_checkpoints_and_gold_from_logs(tmp_path, tiny_model_dir):
     scripted = ScriptedLogs()
     goodhart = GoodhartCallback("fake/proxy")
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "out"), max_steps=len(ACCURACY), per_device_train_batch_size=2,
-        learning_rate=5e-2, logging_steps=1, save_strategy="steps", save_steps=3, report_to="none",
-        use_cpu=True, disable_tqdm=True,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[scripted, goodhart])
+    trainer = lora_trainer(tiny_model_dir, tmp_path / "out", [scripted, goodhart])
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
     trainer.train()
     # se_ref = sqrt(3 * 0.02^2) / 3: z = (0.5867 - g) / 0.0231 = 5.5 at step 6, 8.9 (>= collapse_z 7) at step 7
     assert trainer.state.global_step == goodhart.triggered_step == 7 and goodhart.trigger_reason == "collapse"
@@ -137,3 +144,128 @@ def test_plain_trainer_with_lora_checkpoints_and_gold_from_logs(tmp_path, tiny_m
     assert any(not torch.equal(best[n], scripted.weights[7][n]) for n in best)
     for name, param in trainer.model.named_parameters():
         assert torch.equal(param.detach(), best[name] if param.requires_grad else frozen[name]), name
+
+
+class CrashAfter(TrainerCallback):
+    """Kills the run at ``step``'s log (after the callbacks before it have seen the log), like a lost job."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("job lost")
+
+
+class FirstStepProbe(TrainerCallback):
+    """Copies the state of the trainer's active GoodhartCallback as the resumed run starts its first step."""
+
+    def __init__(self):
+        self.trainer = None
+        self.seen: dict | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.seen is None:
+            active = [cb for cb in self.trainer.callback_handler.callbacks if isinstance(cb, GoodhartCallback)]
+            assert len(active) == 1
+            self.seen = json.loads(json.dumps(active[0].state()))
+
+
+def uninterrupted_reference() -> GoodhartCallback:
+    """The same stream fed to observe() without a trainer: what a run that was never interrupted decides."""
+    reference, ema = GoodhartCallback("fake/proxy"), None
+    for step, gold in enumerate(ACCURACY, start=1):
+        proxy = 0.1 * step  # ScriptedLogs' proxy, smoothed as on_log does
+        ema = proxy if ema is None else ema + reference.proxy_ema * (proxy - ema)
+        if reference.observe(step, ema, gold, gold_stderr=0.02):
+            return reference
+    raise AssertionError("the reference never triggered")
+
+
+@pytest.mark.parametrize("restore_flag", [False, True], ids=["default-resume", "restore_callback_states"])
+def test_resume_from_checkpoint_continues_the_detector(tmp_path, tiny_model_dir, restore_flag):
+    out = tmp_path / "out"
+    reference = uninterrupted_reference()
+    assert (reference.triggered_step, reference.trigger_reason, reference.best_step) == (7, "collapse", 4)
+
+    # Run 1: checkpoints at steps 2 and 4, then the job dies at step 5 (seen by the callback, not saved).
+    first_logs = ScriptedLogs()
+    first = GoodhartCallback("fake/proxy")
+    trainer = lora_trainer(tiny_model_dir, out, [first_logs, first, CrashAfter(5)], save_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert [e["step"] for e in first.history] == [1, 2, 3, 4, 5] and not first.triggered
+    assert not (out / "checkpoint-6").exists()
+    # At the checkpoint, step 3 was the best so far (smoothed 0.58) and step 4 was still pending.
+    on_disk = sorted(p.name for p in (out / "goodhart_best").glob("*.safetensors"))
+    assert on_disk == ["step-3.safetensors", "step-4.safetensors"]
+    saved = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["stateful_callbacks"]
+
+    # Run 2: a new process would build everything again; nothing from run 1 is reused but the files.
+    logs = ScriptedLogs()
+    goodhart = GoodhartCallback("fake/proxy")
+    probe = FirstStepProbe()
+    trainer = lora_trainer(tiny_model_dir, out, [logs, goodhart, probe], save_steps=2,
+                           restore_callback_states_from_checkpoint=restore_flag)
+    probe.trainer = trainer
+    trainer.train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    active = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, GoodhartCallback)]
+    assert len(active) == 1
+    resumed = active[0]
+    if not restore_flag:
+        assert resumed is goodhart  # the caller's own object carries the verdict
+
+    # It started step 5 with exactly the detector state that run 1 had after step 4.
+    at_checkpoint = GoodhartCallback("fake/proxy")
+    for entry in reference.history[:4]:
+        at_checkpoint.observe(entry["step"], entry["proxy"], entry["gold"], gold_stderr=0.02)
+    at_checkpoint.proxy_smoothed = reference.history[3]["proxy"]  # the EMA after step 4's log
+    assert probe.seen["attributes"] == json.loads(json.dumps(at_checkpoint.state()))["attributes"]
+    assert probe.seen == saved["GoodhartCallback"]
+    assert probe.seen["attributes"]["best_step"] == 3
+    assert probe.seen["attributes"]["best_gold"] == pytest.approx(0.58)
+    assert [e["step"] for e in probe.seen["attributes"]["history"]] == [1, 2, 3, 4]
+
+    # It then decides what the uninterrupted run decides, at the same step.
+    assert trainer.state.global_step == resumed.triggered_step == reference.triggered_step == 7
+    assert resumed.trigger_reason == "collapse" and resumed.best_step == 4
+    assert resumed.proxy_point == reference.proxy_point and resumed.best_gold == reference.best_gold
+    assert resumed.history == reference.history
+    report = json.loads((out / "goodhart.json").read_text())
+    assert report["triggered_step"] == 7 and report["best_step"] == 4 and report["restored"]
+    assert report["history"] == reference.history
+
+    # The best step (4) was trained by run 1; the checkpoint at step 6 came before the trigger. Its weights,
+    # written at the step-4 save, must survive that save and be the ones put back after the trigger.
+    assert (out / "checkpoint-6").is_dir()
+    best = first_logs.weights[4]
+    assert any(not torch.equal(best[n], logs.weights[7][n]) for n in best)
+    trained = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(trained) == set(best)
+    for name, param in trained.items():
+        assert torch.equal(param.detach(), best[name]), name
+
+
+def test_resume_picks_its_own_saved_state_and_stops_past_a_trigger(tmp_path, caplog):
+    from transformers import TrainerControl, TrainerState
+
+    fired = uninterrupted_reference()  # fired at step 7
+    early = GoodhartCallback("fake/proxy")
+    early.observe(1, 0.1, 0.4, gold_stderr=0.02)
+    other = GoodhartCallback("fake/proxy", "other/accuracy")
+    # transformers appends one entry per save when a class has several instances: the last match is current
+    saved = json.loads(json.dumps({"GoodhartCallback": [other.state(), early.state(), fired.state()]}))
+    args = hook_args(tmp_path)
+
+    cb, control = GoodhartCallback("fake/proxy"), TrainerControl()
+    state = TrainerState(global_step=7, stateful_callbacks=saved)
+    cb.on_train_begin(args, state, control)
+    assert cb.triggered_step == 7 and cb.best_step == 4 and cb.history == fired.history
+    state.global_step = 8  # a checkpoint saved at the trigger step was resumed: stop after one step
+    cb.on_step_end(args, state, control)
+    assert control.should_training_stop and len(cb.history) == 7
+
+    unknown = GoodhartCallback("fake/proxy", "third/accuracy")
+    with caplog.at_level("WARNING", logger="trl_lab.callbacks.goodhart"):
+        unknown.on_train_begin(args, TrainerState(global_step=7, stateful_callbacks=saved), TrainerControl())
+    assert unknown.history == [] and "starts afresh" in caplog.text

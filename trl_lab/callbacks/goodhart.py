@@ -89,8 +89,10 @@ class GoodhartCallback(TrainerCallback, ExportableState):
     snapshotted in CPU memory at each evaluation that may become the best, and written to
     ``output_dir/goodhart_best/step-<k>.safetensors`` at each checkpoint save so a resumed run can restore them.
 
-    State survives checkpoint/resume through transformers' ``ExportableState`` (with
-    ``restore_callback_states_from_checkpoint=True``).
+    **Resume.** The detector state is saved in each checkpoint's ``trainer_state.json`` (``ExportableState``).
+    On ``train(resume_from_checkpoint=...)`` the callback takes it back in ``on_train_begin``, into the
+    object you passed, whatever ``restore_callback_states_from_checkpoint`` says (with ``True``, transformers
+    replaces the object by one rebuilt from the saved state). Kept weight snapshots stay on disk.
     """
 
     def __init__(
@@ -271,10 +273,15 @@ class GoodhartCallback(TrainerCallback, ExportableState):
 
     # ----------------------------------------------------------------------------------- weights
 
-    def _prune_snapshots(self) -> None:
+    def _kept_steps(self) -> set[int]:
+        """Steps whose weights may still be restored: the best step and those whose smoothed value is not final."""
         keep = {e["step"] for e in self.history if e["smoothed"] is None}
         if self.best_step is not None:
             keep.add(self.best_step)
+        return keep
+
+    def _prune_snapshots(self) -> None:
+        keep = self._kept_steps()
         for step in list(self._snapshots):
             if step not in keep:
                 del self._snapshots[step]
@@ -309,7 +316,10 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         return True
 
     def persist(self, snapshot_dir: str | os.PathLike) -> None:
-        """Write the kept snapshots (best and still-pending steps) as safetensors; delete stale ones."""
+        """Write the kept snapshots (best and still-pending steps) as safetensors; delete stale ones.
+
+        A file of a kept step stays even when its snapshot is not in memory (taken before a resume).
+        """
         from safetensors.torch import save_file
 
         directory = Path(snapshot_dir)
@@ -319,8 +329,9 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             if step not in self._persisted or not path.exists():
                 save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
                 self._persisted.add(step)
+        keep = self._kept_steps() | set(self._snapshots)
         for path in directory.glob("step-*.safetensors"):
-            if int(path.stem.split("-", 1)[1]) not in self._snapshots:
+            if int(path.stem.split("-", 1)[1]) not in keep:
                 path.unlink()
 
     # ----------------------------------------------------------------------------------- report/state
@@ -384,6 +395,35 @@ class GoodhartCallback(TrainerCallback, ExportableState):
 
     # ----------------------------------------------------------------------------------- trainer hooks
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0:  # resuming: state is the checkpoint's trainer_state.json
+            self._resume(state)
+
+    def _resume(self, state) -> None:
+        """Take the detector state saved in the checkpoint being resumed.
+
+        transformers only restores callback states with ``restore_callback_states_from_checkpoint=True`` (and
+        then by replacing the callback object); by default it would drop them and the detector would restart
+        with no best step. The saved entry is the last one of this class with the same proxy and gold metric
+        (transformers appends one per save when a class has several instances). Weight snapshots are not in
+        the state: the kept ones are read back from ``output_dir/goodhart_best`` when needed.
+        """
+        stored = (state.stateful_callbacks or {}).get(type(self).__name__)
+        entries = stored if isinstance(stored, list) else [stored] if stored else []
+        mine = [e for e in entries
+                if all(e.get("args", {}).get(k) == getattr(self, k) for k in ("proxy_metric", "gold_metric"))]
+        if not mine:
+            logger.warning("GoodhartCallback: the checkpoint resumed at step %d has no state for (%r, %r); the "
+                           "detector starts afresh", state.global_step, self.proxy_metric, self.gold_metric)
+            return
+        for name, value in mine[-1].get("attributes", {}).items():
+            setattr(self, name, value)
+        self._as_arrays()
+        self._snapshots, self._persisted = {}, set()
+        if self.triggered:
+            logger.warning("GoodhartCallback: the checkpoint's detector had already fired at step %d (%s); "
+                           "training stops after the next step", self.triggered_step, self.trigger_reason)
+
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         logs = logs or {}
         value = logs.get(self.proxy_metric) if self.proxy_metric else None
@@ -393,6 +433,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         self._maybe_observe(args, state, control, logs, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.triggered and state.global_step > self.triggered_step:  # resumed past a trigger
+            control.should_training_stop = True
         if not control.should_log:  # a logging step: on_log comes next with the proxy of this step
             self._maybe_observe(args, state, control, {}, model)
 
