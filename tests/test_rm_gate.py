@@ -1,12 +1,22 @@
-"""trl_lab.rm_gate: audit before RL, cached by the RM's fingerprint and the audit settings, with an override."""
+"""trl_lab.rm_gate: audit before RL, cached by the RM's fingerprint and the audit settings, with an override;
+the GRPO and PPO trainers refuse a failing learned_rm before the policy loads."""
 
 from __future__ import annotations
 
+import json
+import warnings
+
 import pytest
+from datasets import Dataset
 
 import trl_lab.rm_gate as rm_gate
-from trl_lab.data.gsm8k_pairs import build_gsm8k_pairs
-from trl_lab.rm_gate import RewardModelAuditError, require_audit, rm_fingerprint
+from tests.helpers import tiny_config
+from trl_lab import GRPOConfig, GRPOTrainer
+from trl_lab.data.gsm8k_pairs import build_gsm8k_pairs, pair_split_of
+from trl_lab.ppo import PPOConfig, PPOTrainer
+from trl_lab.rm_audit import AuditReport
+from trl_lab.rm_gate import (RewardModelAuditError, gate_reward_models, gated_reward_models, require_audit,
+                             rm_fingerprint)
 from trl_lab.testing import save_tiny_classifier
 
 ROWS = [
@@ -59,3 +69,169 @@ def test_new_weights_or_settings_audit_again(tmp_path, counted):
     assert rm_fingerprint(rm) != before
     require_audit(rm, pairs, **lenient)
     assert len(counted) == 3
+
+
+def test_fingerprint_covers_the_model_files_not_run_artefacts(tmp_path):
+    rm = save_tiny_classifier(tmp_path / "rm")
+    before = rm_fingerprint(rm)
+    (rm / "rm_summary.json").write_text("{}")  # what a training script writes after auditing
+    (rm / "README.md").write_text("model card")
+    (rm / "checkpoint-5").mkdir()
+    (rm / "checkpoint-5" / "model.safetensors").write_bytes(b"older weights")
+    assert rm_fingerprint(rm) == before
+    config = json.loads((rm / "config.json").read_text())
+    (rm / "config.json").write_text(json.dumps({**config, "pad_token_id": 1}))
+    assert rm_fingerprint(rm) != before
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(ValueError, match="holds no model files"):
+        rm_fingerprint(tmp_path / "logs")
+
+
+# --------------------------------------------------------------------------- the trainers' gate
+def rm_spec(rm, **kwargs) -> dict:
+    return {"name": "learned_rm", "kwargs": {"path": str(rm), "device": "cpu", **kwargs}}
+
+
+def prompts() -> Dataset:
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}]} for i in range(4)])
+
+
+def grpo_args(tmp_path, rm, config_cls=GRPOConfig, **overrides):
+    return tiny_config(config_cls, tmp_path, rewards=[rm_spec(rm)], num_generations=2, **overrides)
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in build_gsm8k_pairs(ROWS)))
+    return path
+
+
+def passing_report(source: str, failures=()) -> AuditReport:
+    return AuditReport(source=source, n_pairs=1, accuracy=1.0, mean_margin=1.0, accuracy_by_type={}, length_r2=0.0,
+                       length_r2_threshold=0.3, min_accuracy=0.5, probes=[], failures=list(failures))
+
+
+def test_trainer_refuses_a_failing_rm_naming_plugin_and_checks_unless_overridden(tmp_path, tiny_model_dir, pairs_file,
+                                                                                   counted):
+    rm = save_tiny_classifier(tmp_path / "rm")  # random head: prefers length by chance, margins far below +1.0
+    args = grpo_args(tmp_path, rm, rm_audit_data=str(pairs_file))
+    with pytest.raises(RewardModelAuditError) as err:
+        GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=prompts())
+    message = str(err.value)
+    assert f"reward plugin 'learned_rm': reward model {str(rm)!r} failed its audit" in message
+    assert "length_bias" in message and "probe:concise_correct_vs_verbose_wrong" in message
+    assert all(check in message for check in err.value.report.failures)
+    assert "rm_audit_override" in message and str(rm / "rm_audit") in message
+    assert len(counted) == 1 and len(list((rm / "rm_audit").glob("*.json"))) == 1  # the verdict is cached
+
+    args = grpo_args(tmp_path, rm, rm_audit_data=str(pairs_file), rm_audit_override=True)
+    with pytest.warns(UserWarning, match=r"'learned_rm'.*failed its audit \(.*length_bias.*\(overridden\)"):
+        trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=prompts())
+    assert trainer.reward_func_names == ["learned_rm"]
+    assert len(counted) == 1  # served from the cache
+
+
+def test_cached_passing_verdict_lets_training_start_without_audit_data(tmp_path, tiny_model_dir, monkeypatch):
+    rm = save_tiny_classifier(tmp_path / "rm")
+    # what examples/train_reward_model.py leaves behind: an audit of the RM's weights, cached beside them
+    lenient = dict(device="cpu", min_margin=-100.0, length_r2_threshold=1.0, min_accuracy=0.0)
+    assert require_audit(rm, build_gsm8k_pairs(ROWS), **lenient).passed
+
+    def no_audit(*args, **kwargs):
+        raise AssertionError("the cached verdict should have been used")
+
+    monkeypatch.setattr(rm_gate, "audit_reward_model", no_audit)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*audit.*")
+        trainer = GRPOTrainer(model=str(tiny_model_dir), args=grpo_args(tmp_path, rm), train_dataset=prompts())
+    assert trainer.reward_func_names == ["learned_rm"]
+
+    save_tiny_classifier(rm, seed=1)  # retrained: the cached verdict is of other weights
+    with pytest.raises(ValueError, match="has no cached audit of its current weights"):
+        GRPOTrainer(model=str(tiny_model_dir), args=grpo_args(tmp_path, rm), train_dataset=prompts())
+
+
+def test_no_cached_audit_and_no_audit_data_is_refused_naming_the_keys(tmp_path, tiny_model_dir):
+    rm = save_tiny_classifier(tmp_path / "rm")
+    with pytest.raises(ValueError) as err:
+        GRPOTrainer(model=str(tiny_model_dir), args=grpo_args(tmp_path, rm), train_dataset=prompts())
+    message = str(err.value)
+    assert "'learned_rm'" in message and str(rm) in message
+    assert "`rm_audit_data`" in message and "`rm_audit_override: true`" in message
+    assert not isinstance(err.value, RewardModelAuditError)
+    with pytest.warns(UserWarning, match="unaudited"):
+        assert gate_reward_models([rm_spec(rm)], override=True) == {str(rm): None}
+
+
+def test_ppo_audits_before_the_policy_loads(tmp_path, pairs_file):
+    rm = save_tiny_classifier(tmp_path / "rm")
+    with pytest.warns(UserWarning, match="overridden"):
+        require_audit(rm, build_gsm8k_pairs(ROWS), device="cpu", override=True)  # a cached failing verdict
+    missing_policy = str(tmp_path / "no-such-policy")
+    with pytest.raises(RewardModelAuditError, match=r"'learned_rm'.*probe:correct_vs_empty"):
+        PPOTrainer(model=missing_policy, args=grpo_args(tmp_path, rm, PPOConfig), train_dataset=prompts())
+    with pytest.raises(Exception) as err:  # the same run without the RM gets as far as loading the policy
+        PPOTrainer(model=missing_policy, args=tiny_config(PPOConfig, tmp_path, rewards=["gsm8k_format"]),
+                   train_dataset=prompts())
+    assert not isinstance(err.value, RewardModelAuditError) and "no-such-policy" in str(err.value)
+
+
+def test_ensemble_members_and_hub_ids_are_gated_sentiment_is_not(tmp_path, pairs_file, monkeypatch):
+    rm = save_tiny_classifier(tmp_path / "rm")
+    specs = [{"name": "learned_rm", "kwargs": {"paths": [str(rm), "org/hub-rm"], "device": "cpu",
+                                               "normalize": "running", "clip": 3.0}},
+             {"name": "sentiment", "kwargs": {"backend": "learned", "path": str(rm)}},
+             "gsm8k_format"]
+    assert [(g.plugin, g.path, g.options) for g in gated_reward_models(specs)] == [
+        ("learned_rm", str(rm), {"device": "cpu"}), ("learned_rm", "org/hub-rm", {"device": "cpu"})]
+    calls = []
+
+    def audit(path, pairs, **kwargs):
+        calls.append((path, len(pairs), kwargs))
+        return passing_report(path, [] if path == str(rm) else ["held_out_accuracy"])
+
+    monkeypatch.setattr(rm_gate, "audit_reward_model", audit)
+    with pytest.raises(RewardModelAuditError, match=r"'org/hub-rm' failed its audit \(held_out_accuracy\)\. Fix"):
+        gate_reward_models(specs, audit_data=pairs_file)
+    assert calls == [(str(rm), 2, {"device": "cpu"}), ("org/hub-rm", 2, {"device": "cpu"})]
+    assert len(list((rm / "rm_audit").glob("*.json"))) == 1 and not (tmp_path / "org").exists()
+    with pytest.warns(UserWarning, match="hub-rm"):
+        reports = gate_reward_models(specs, audit_data=pairs_file, override=True)
+    assert [c[0] for c in calls[2:]] == ["org/hub-rm"]  # the local RM's verdict came from the cache
+    assert reports[str(rm)].passed and reports["org/hub-rm"].failures == ["held_out_accuracy"]
+    with pytest.raises(ValueError, match="'org/hub-rm' is not a local directory"):
+        gate_reward_models(specs)  # the local member has a cached pass; the hub id cannot have one
+
+
+def test_audit_data_from_a_gsm8k_file_uses_its_eval_split(tmp_path, monkeypatch):
+    rows = [{"question": f"Tom has {i} apples and buys {i + 3} more. How many apples does he have?",
+             "answer": f"{i}+{i + 3} = <<{i}+{i + 3}={2 * i + 3}>>{2 * i + 3}\n#### {2 * i + 3}"} for i in range(1, 61)]
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held_out = {r["question"] for r in rows if pair_split_of(r["question"]) == "eval"}
+    seen = []
+    monkeypatch.setattr(rm_gate, "audit_reward_model",
+                        lambda path, pairs, **kw: seen.append(pairs) or passing_report(path))
+    rm = save_tiny_classifier(tmp_path / "rm")
+    gate_reward_models([rm_spec(rm)], audit_data=data)
+    assert held_out and {p["question"] for p in seen[0]} == held_out
+    gate_reward_models([rm_spec(rm)], audit_data=data, audit_limit=1)
+    assert len(seen[1]) == 1
+    train_only = tmp_path / "train_only.jsonl"
+    train_only.write_text("".join(json.dumps(r) + "\n" for r in rows if r["question"] not in held_out))
+    with pytest.raises(ValueError, match="rm_audit_data: .* gives no held-out"):
+        gate_reward_models([rm_spec(rm)], audit_data=train_only)
+
+
+def test_audit_keys_parse_from_the_command_line(tmp_path):
+    from trl import TrlParser
+
+    (config,) = TrlParser((PPOConfig,)).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--use_cpu", "--report_to", "none", "--rm_audit_data", "pairs.jsonl",
+         "--rm_audit_limit", "50", "--rm_audit_override"])
+    assert (config.rm_audit_data, config.rm_audit_limit, config.rm_audit_override) == ("pairs.jsonl", 50, True)
+    assert GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none").rm_audit_limit == 200
+    with pytest.raises(ValueError, match="rm_audit_limit must be >= 1"):
+        GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", rm_audit_limit=0)

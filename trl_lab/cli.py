@@ -43,29 +43,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_pairs(path: str, *, split: str, eval_fraction: float, limit: int | None, seed: int) -> list[dict]:
-    """Preference pairs from a JSONL of pairs (``chosen``/``rejected``), or built from a GSM8K JSONL."""
-    import json
-
-    from trl_lab.data.gsm8k_pairs import gsm8k_pair_splits, load_gsm8k_solutions
-
-    with open(path, encoding="utf-8") as f:
-        first = next((json.loads(line) for line in f if line.strip()), None)
-    if first is None:
-        raise SystemExit(f"trl-lab audit-rm: --data {path!r} is empty")
-    if "chosen" in first:
-        with open(path, encoding="utf-8") as f:
-            pairs = [json.loads(line) for line in f if line.strip()]
-        return pairs[:limit] if limit else pairs
-    pairs = gsm8k_pair_splits(load_gsm8k_solutions(path), eval_fraction=eval_fraction, seed=seed)[split]
-    return pairs[:limit] if limit else pairs
-
-
 def _audit_rm(args: argparse.Namespace) -> int:
+    from trl_lab.data.gsm8k_pairs import read_pairs
     from trl_lab.rm_audit import audit_reward_model, load_probes
 
-    pairs = _read_pairs(args.data, split=args.split, eval_fraction=args.eval_fraction, limit=args.limit,
-                        seed=args.seed)
+    try:
+        pairs = read_pairs(args.data, split=args.split, eval_fraction=args.eval_fraction, limit=args.limit,
+                           seed=args.seed)
+    except ValueError as exc:
+        raise SystemExit(f"trl-lab audit-rm: --data: {exc}") from exc
     extra = load_probes(args.probes) if args.probes else []
     kwargs = {"device": args.device} if args.device else {}
     report = audit_reward_model(args.path, pairs, probes=[] if args.no_default_probes else None,

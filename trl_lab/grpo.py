@@ -7,7 +7,8 @@ Added on top of TRL, nothing re-implemented:
 * embedded model names (``smollm2-135m-instruct``) resolved to a cached local checkpoint;
 * checks that fail before training rather than hours into it: every reward callable is wrapped with
   :class:`~trl_lab.registry.Reward` (plugin name in errors, finite values, right length), the dataset
-  must carry the columns each plugin needs, and 4-bit loading is probed on the actual device.
+  must carry the columns each plugin needs, 4-bit loading is probed on the actual device, and every
+  ``learned_rm`` reward model must pass its audit (``rm_audit_*``; see :mod:`trl_lab.rm_gate`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ from trl_lab.embedded_model import resolve_model_path
 from trl_lab.quantization import check_bitsandbytes
 from trl_lab.registry import Reward, as_reward
 from trl_lab.reward_specs import build_rewards, parse_reward_specs
+from trl_lab.rm_gate import gate_reward_models, gated_reward_models
 
 
 @dataclass
 class GRPOConfig(trl.GRPOConfig):
-    """TRL's ``GRPOConfig`` plus ``rewards``: the reward plugins of the run.
+    """TRL's ``GRPOConfig`` plus ``rewards``: the reward plugins of the run, and the audit of learned RMs.
 
     ``rewards`` is a list of specs (``name``, ``weight``, ``kwargs``); see :mod:`trl_lab.reward_specs`.
-    Weights go in the specs: setting TRL's ``reward_weights`` as well is an error.
+    Weights go in the specs: setting TRL's ``reward_weights`` as well is an error. ``rm_audit_data``,
+    ``rm_audit_limit`` and ``rm_audit_override`` set how the reward models of ``learned_rm`` rewards are audited
+    before training (:func:`trl_lab.rm_gate.gate_reward_models`).
     """
 
     rewards: list[str] | None = field(
@@ -44,7 +48,25 @@ class GRPOConfig(trl.GRPOConfig):
         },
     )
 
+    rm_audit_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Audit every `learned_rm` reward model on this file before training: a JSONL of preference "
+            "pairs, or a GSM8K JSONL (its eval split by question hash). Verdicts are cached in <RM>/rm_audit/. "
+            "Unset: a cached verdict for the RM's current weights is required."
+        },
+    )
+    rm_audit_limit: int | None = field(
+        default=200, metadata={"help": "Audit on at most this many pairs of `rm_audit_data` (None: all)."}
+    )
+    rm_audit_override: bool = field(
+        default=False,
+        metadata={"help": "Train against a reward model that failed its audit, or has none, with a warning."},
+    )
+
     def __post_init__(self) -> None:
+        if self.rm_audit_limit is not None and self.rm_audit_limit < 1:
+            raise ValueError(f"rm_audit_limit must be >= 1 (or None for every pair), got {self.rm_audit_limit}")
         _use_cpu_when_distributed_without_accelerator(self)
         super().__post_init__()
         if self.rewards is not None:
@@ -88,6 +110,12 @@ class GRPOTrainer(trl.GRPOTrainer):
         if reward_funcs is None:
             if not rewards:
                 raise ValueError("no rewards: set `rewards` in the config (e.g. `--rewards gsm8k gsm8k_format=0.2`)")
+            if gated_reward_models(rewards):
+                # The local main process audits (and caches) first; the other processes then read its verdict.
+                with args.main_process_first(desc="reward-model audit"):
+                    gate_reward_models(rewards, audit_data=getattr(args, "rm_audit_data", None),
+                                       audit_limit=getattr(args, "rm_audit_limit", 200),
+                                       override=getattr(args, "rm_audit_override", False))
             reward_funcs, args.reward_weights = build_rewards(rewards)
         else:
             reward_funcs = [_wrap(f) for f in (reward_funcs if isinstance(reward_funcs, list) else [reward_funcs])]

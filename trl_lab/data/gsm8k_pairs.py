@@ -62,6 +62,7 @@ __all__ = [
     "load_gsm8k_solutions",
     "pair_split_of",
     "pair_split_sizes",
+    "read_pairs",
     "verbose_wrong_text",
     "wrong_number",
 ]
@@ -378,11 +379,40 @@ def _length_match(pairs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]
 
 
 def gsm8k_pair_splits(rows: Iterable[Mapping[str, Any]], *, eval_fraction: float = 0.1,
-                      **kwargs: Any) -> dict[str, list[dict[str, Any]]]:
-    """``{"train": pairs, "eval": pairs}`` split by question hash; ``kwargs`` go to :func:`build_gsm8k_pairs`."""
+                      splits: Sequence[str] = SPLITS, **kwargs: Any) -> dict[str, list[dict[str, Any]]]:
+    """``{"train": pairs, "eval": pairs}`` split by question hash; ``kwargs`` go to :func:`build_gsm8k_pairs`.
+
+    ``splits``: build only these (e.g. ``("eval",)``: a tenth of the work when only the held-out pairs are needed).
+    """
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"gsm8k_pairs: unknown split(s) {unknown}; known: {list(SPLITS)}")
     rows = list(rows)
-    by_split = {s: [r for r in rows if pair_split_of(r["question"], eval_fraction) == s] for s in SPLITS}
+    by_split = {s: [r for r in rows if pair_split_of(r["question"], eval_fraction) == s] for s in splits}
     return {s: build_gsm8k_pairs(r, **kwargs) for s, r in by_split.items()}
+
+
+def read_pairs(path: str | Path, *, split: str = "eval", eval_fraction: float = 0.1, limit: int | None = None,
+               seed: int = 0) -> list[dict[str, Any]]:
+    """Preference pairs from a JSONL of pairs (``chosen``/``rejected``), or built from a GSM8K JSONL.
+
+    A GSM8K file (``question`` + worked ``answer``) gives the ``split`` pairs of :func:`gsm8k_pair_splits`
+    (``eval_fraction``, ``seed``); a pairs file is used as is. ``limit``: the first ``limit`` pairs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a file (expected a JSONL of preference pairs or GSM8K rows)")
+    with path.open(encoding="utf-8") as f:
+        first = next((json.loads(line) for line in f if line.strip()), None)
+    if first is None:
+        raise ValueError(f"{str(path)!r} is empty")
+    if "chosen" in first:
+        with path.open(encoding="utf-8") as f:
+            pairs = [json.loads(line) for line in f if line.strip()]
+    else:
+        pairs = gsm8k_pair_splits(load_gsm8k_solutions(path), eval_fraction=eval_fraction, splits=(split,),
+                                  seed=seed)[split]
+    return pairs[:limit] if limit else pairs
 
 
 @dataclass(frozen=True)
