@@ -261,3 +261,19 @@ def test_auto_uses_hub_when_it_answers(monkeypatch):
 def test_unknown_source():
     with pytest.raises(ValueError, match="unknown GSM8K source"):
         load_gsm8k("kaggle")
+
+
+def test_solution_rows_keep_the_worked_solution_and_name_bad_rows(tmp_path, shared_gsm8k):
+    from trl_lab.data.gsm8k import gsm8k_solution_rows
+
+    rows = gsm8k_solution_rows("local", "test", path=shared_gsm8k, limit=3)
+    with (shared_gsm8k / "test.jsonl").open() as f:
+        first = json.loads(f.readline())
+    assert len(rows) == 3 and rows[0] == {"question": first["question"], "answer": first["answer"]}
+    assert "<<" in rows[0]["answer"] and "####" in rows[0]["answer"]  # the worked solution, annotations kept
+    bad = tmp_path / "train.jsonl"
+    bad.write_text(json.dumps(first) + "\n\n" + json.dumps({"question": "q", "answer": 3}) + "\n")
+    with pytest.raises(ValueError, match=r"row 1 \(line 3 of .*train.jsonl\)"):
+        gsm8k_solution_rows("local", "train", path=tmp_path)
+    with pytest.raises(ValueError, match="worked solutions are needed"):
+        gsm8k_solution_rows("gsm_symbolic")

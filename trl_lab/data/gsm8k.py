@@ -95,6 +95,7 @@ __all__ = [
     "build_prompt",
     "heldout_gsm8k",
     "load_gsm8k",
+    "gsm8k_solution_rows",
     "symbolic_split_of",
 ]
 
@@ -391,6 +392,41 @@ def load_gsm8k(
         system_prompt=system_prompt,
         where=lambda i: f"generator item {i} (seed {seed})",
     )
+
+
+def gsm8k_solution_rows(
+    source: str = "hub",
+    split: str = "train",
+    *,
+    path: str | os.PathLike | None = None,
+    hub_id: str = "openai/gsm8k",
+    hub_config: str | None = "main",
+    limit: int | None = None,
+) -> list[dict[str, str]]:
+    """Raw GSM8K rows ``{"question", "answer"}`` with the *worked* solution, for preference pairs.
+
+    ``source``: ``"hub"`` (``openai/gsm8k``) or ``"local"`` (``path``: a folder of ``{split}.jsonl`` files or one
+    file). ``gsm_symbolic`` items carry only the final number, so they cannot make pairs; asking for it is an
+    error. ``limit`` keeps the first rows, in file order.
+    """
+    if source == "hub":
+        raw = _load_hub(hub_id, hub_config, split)
+        rows = raw.select(range(min(limit, len(raw)))) if limit is not None else raw
+        return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+    if source == "local":
+        if path is None:
+            raise ValueError("GSM8K solutions from source 'local' need path= (a folder of train.jsonl/test.jsonl)")
+        file = _local_file(path, split)
+        raw_rows, lines = _read_jsonl(file, split)
+        out = []
+        for i, row in enumerate(raw_rows[:limit] if limit is not None else raw_rows):
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str) \
+                    or not isinstance(row.get("answer"), str):
+                raise ValueError(f"GSM8K source 'local', row {i} (line {lines[i]} of {file}) needs string "
+                                 f"'question' and 'answer' fields: {_snippet(row)}")
+            out.append({"question": row["question"], "answer": row["answer"]})
+        return out
+    raise ValueError(f"GSM8K solutions: source must be 'hub' or 'local' (worked solutions are needed), got {source!r}")
 
 
 def heldout_gsm8k(

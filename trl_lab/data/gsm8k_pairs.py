@@ -88,22 +88,11 @@ def _reference_number(solution: str) -> str:
 
 # --------------------------------------------------------------------------- loading / cleaning
 def load_gsm8k_solutions(path: str | Path, *, limit: int | None = None) -> list[dict[str, str]]:
-    """Rows ``{"question", "answer"}`` (full worked solution) of a GSM8K ``.jsonl`` file, in file order."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"gsm8k_pairs: {str(path)!r} is not a file (expected a GSM8K .jsonl)")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if not isinstance(row, dict) or "question" not in row or "answer" not in row:
-                raise ValueError(f"gsm8k_pairs: {path}:{lineno} has no 'question'/'answer' fields")
-            rows.append({"question": row["question"], "answer": row["answer"]})
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
+    """Rows ``{"question", "answer"}`` (full worked solution) of a GSM8K ``.jsonl`` file (or a folder's
+    ``train.jsonl``), in file order; :func:`trl_lab.data.gsm8k.gsm8k_solution_rows` reads the hub too."""
+    from trl_lab.data.gsm8k import gsm8k_solution_rows
+
+    return gsm8k_solution_rows("local", "train", path=path, limit=limit)
 
 
 def clean_solution(solution: str) -> str:

@@ -1,0 +1,89 @@
+"""examples/train_reward_model.py on a tiny model: GSM8K pairs -> LoRA RM -> saved for learned_rm -> audited,
+and the RL gate reads the verdict the script cached."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from peft import LoraConfig
+from safetensors import safe_open
+
+from tests.helpers import tiny_config
+from trl_lab import GRPOConfig, GRPOTrainer
+from trl_lab.data.gsm8k_pairs import pair_split_of
+from trl_lab.reward_training import lora_on_last_layers
+from trl_lab.rm_gate import RewardModelAuditError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_reward_model():
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import train_reward_model as module
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def test_lora_on_last_layers_sets_layers_to_transform_and_refuses_all_linear():
+    config = lora_on_last_layers(LoraConfig(task_type="SEQ_CLS", target_modules=["q_proj", "v_proj"]), 30, 8)
+    assert config.layers_to_transform == list(range(22, 30))
+    with pytest.raises(ValueError, match="needs lora_target_modules as a list"):
+        lora_on_last_layers(LoraConfig(task_type="SEQ_CLS", target_modules="all-linear"), 30, 8)
+    with pytest.raises(ValueError, match=r"lora_last_n_layers must be in \[1, 30\]"):
+        lora_on_last_layers(LoraConfig(task_type="SEQ_CLS", target_modules=["q_proj"]), 30, 31)
+
+
+def test_mix_parsing_names_the_bad_item():
+    assert train_reward_model().parse_mix(["arithmetic_slip=2", "wrong_final"]) == {"arithmetic_slip": 2.0,
+                                                                                    "wrong_final": 1.0}
+    with pytest.raises(ValueError, match="'verbose_wrong=lots'"):
+        train_reward_model().parse_mix(["verbose_wrong=lots"])
+
+
+def test_trains_saves_audits_and_the_gate_reads_the_cached_verdict(tmp_path, tiny_model_dir, shared_gsm8k):
+    out = tmp_path / "rm"
+    summary = train_reward_model().main([
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_source", "local", "--dataset_path", str(shared_gsm8k),
+        "--train_pairs", "24", "--eval_pairs", "16", "--max_steps", "3", "--lora_r", "4", "--lora_alpha", "8",
+        "--lora_target_modules", "q_proj", "v_proj", "--lora_last_n_layers", "1", "--max_length", "512",
+        "--output_dir", str(out), "--disable_tqdm", "true",
+    ])
+    assert summary["steps"] == 3
+    data = summary["data"]
+    assert data["train"]["pairs"] == 24 and data["eval"]["pairs"] == 16
+    assert sum(data["train"]["by_type"].values()) == 24
+    assert data["pairs_built"]["eval"] < data["pairs_built"]["train"]  # 10% of the questions, by hash
+    # The adapter only touches the last of the tiny model's two layers, and carries the score head.
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        names = list(f.keys())
+    lora = [n for n in names if "lora_" in n]
+    assert lora and all(".layers.1." in n for n in lora)
+    assert any("score" in n for n in names)
+    # Audited on the held-out pairs; a 3-step tiny RM fails, and the summary says which checks.
+    saved = json.loads((out / "rm_summary.json").read_text())
+    assert saved["audit"]["n_pairs"] == 16 and saved["audit_passed"] is False
+    assert saved["audit"]["failures"] and set(saved["audit"]["accuracy_by_type"]) <= {
+        "arithmetic_slip", "confident_wrong", "verbose_wrong", "wrong_final"}
+    assert list((out / "rm_audit").glob("*.json"))
+    # The RL gate finds that cached verdict (no rm_audit_data given) and refuses the failing RM by name.
+    args = tiny_config(GRPOConfig, tmp_path, rewards=[{"name": "learned_rm", "kwargs": {"path": str(out)}}],
+                       num_generations=2)
+    with pytest.raises(RewardModelAuditError, match="learned_rm") as err:
+        GRPOTrainer(model=str(tiny_model_dir), args=args)
+    assert all(check in str(err.value) for check in saved["audit"]["failures"])
+
+
+def test_eval_questions_never_train(shared_gsm8k):
+    module = train_reward_model()
+    script_args = module.RMScriptArguments(dataset_source="local", dataset_path=str(shared_gsm8k), train_pairs=300,
+                                           eval_pairs=100, eval_fraction=0.2)
+    pairs, stats = module.build_pairs(script_args, seed=3)
+    assert all(pair_split_of(p["question"], 0.2) == "eval" for p in pairs["eval"])
+    assert all(pair_split_of(p["question"], 0.2) == "train" for p in pairs["train"])
+    assert stats["eval"]["pairs"] == 100 and stats["train"]["pairs"] == 300
+    assert pairs == module.build_pairs(script_args, seed=3)[0]  # deterministic for a seed
