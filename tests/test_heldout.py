@@ -206,3 +206,42 @@ def test_metrics_logger_restarts_fresh_runs_and_cuts_back_resumed_ones(tmp_path)
     fresh = MetricsLoggerCallback(write_report=False)
     fresh.on_log(Args, TrainerState(global_step=0), None, logs={"a": 1})
     assert [json.loads(x) for x in path.read_text().splitlines()] == [{"a": 1, "step": 0}]
+
+
+def test_proxy_rewards_are_scored_on_the_same_heldout_completions(trainer, tmp_path):
+    """``heldout/proxy/<name>``: each proxy's mean on the greedy completions; ``None`` items are left out."""
+    tokenizer = trainer.processing_class
+    # Items 0-2 answer cheerfully and correctly, items 3-5 flatly and wrongly.
+    script_answers(trainer.model, tokenizer,
+                   text_for=lambda q: f"Great! #### {2 * q}" if q < 3 else f"meh #### {2 * q + 1}")
+
+    def cheer(completions, **kwargs):
+        return [float(completion_text(c).startswith("Great")) for c in completions]
+
+    def only_even(completions, answer, **kwargs):  # None on odd references: "does not apply"
+        return [None if int(a) % 4 else float(len(completion_text(c))) for c, a in zip(completions, answer)]
+
+    def chars(completions, **kwargs):
+        return [float(len(completion_text(c))) for c in completions]
+
+    cb = HeldOutAccuracyCallback(questions(6), max_new_tokens=8, batch_size=4,
+                                 proxy_rewards=[cheer, chars, only_even]).bind(trainer)
+    metrics = cb.evaluate()
+    assert metrics["heldout/accuracy"] == 0.5
+    assert metrics["heldout/proxy/cheer"] == 0.5
+    assert cb.last_completions[0] == "Great! #### 0" and cb.last_completions[5] == "meh #### 11"
+    assert metrics["heldout/proxy/chars"] == pytest.approx(sum(map(len, cb.last_completions)) / 6)
+    # only_even applies to answers 0, 4, 8 (items 0, 2, 4): "Great! #### 0", "Great! #### 4", "meh #### 9"
+    expected = [len(cb.last_completions[i]) for i in (0, 2, 4)]
+    assert metrics["heldout/proxy/only_even"] == pytest.approx(sum(expected) / 3)
+    assert cb.history[-1]["proxy/cheer"] == 0.5
+    table = [json.loads(line) for line in (tmp_path / "out" / "heldout" / "step_000000.jsonl").open()]
+    assert [r["proxy/cheer"] for r in table[:6]] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0][: len(table)]
+
+
+def test_proxy_reward_that_needs_a_missing_column_is_refused():
+    def needs_topic(completions, topic, **kwargs):
+        return [0.0] * len(completions)
+
+    with pytest.raises(ValueError, match="proxy reward 'needs_topic' needs column"):
+        HeldOutAccuracyCallback(questions(2), proxy_rewards=[needs_topic])

@@ -16,6 +16,7 @@ from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback
 from trl_lab.data import heldout_gsm8k, load_gsm8k
 from trl_lab.grpo import GRPOConfig, GRPOTrainer
+from trl_lab.registry import Reward
 from trl_lab.quantization import check_bitsandbytes, default_device, wants_quantization
 from trl_lab.script_args import GSM8KScriptArguments
 
@@ -48,10 +49,12 @@ def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments) -> No
         seed=trainer.args.seed,
         **system_prompt_kwargs(script_args),
     )
+    proxies = [f for f in trainer.reward_funcs if isinstance(f, Reward)] if script_args.heldout_proxy_rewards else []
     heldout = HeldOutAccuracyCallback(
         heldout_set,
         eval_steps=script_args.heldout_eval_steps,
         max_new_tokens=script_args.heldout_max_new_tokens,
+        proxy_rewards=proxies,
     ).bind(trainer)
     if script_args.goodhart:
         trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout))

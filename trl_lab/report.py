@@ -149,6 +149,11 @@ def _summary(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None) -> 
         "final_heldout_mean_length": hv[-1] if hv else None,
         "goodhart": _compact(goodhart),
     }
+    # The training rewards measured on the held-out completions (HeldOutAccuracyCallback's proxy_rewards).
+    for key in sorted({k for e in entries for k in e if k.startswith("heldout/proxy/") or k == "heldout/format_rate"}):
+        _, values = series(entries, key)
+        if values:
+            summary[f"initial_{key}"], summary[f"final_{key}"] = values[0], values[-1]
     if goodhart is not None:
         summary["accuracy_at_goodhart_best"] = _value_at(a_s, av, goodhart.get("best_step"))
         summary["accuracy_at_goodhart_trigger"] = _value_at(a_s, av, goodhart.get("triggered_step"))

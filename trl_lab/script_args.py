@@ -37,6 +37,11 @@ class GSM8KScriptArguments:
         default=None, metadata={"help": "Evaluate the held-out set every N steps (default: eval_steps, else 50)."}
     )
     heldout_max_new_tokens: int = field(default=256, metadata={"help": "Generation budget per held-out item."})
+    heldout_proxy_rewards: bool = field(
+        default=True,
+        metadata={"help": "Also score the held-out completions with the training reward plugins, logged as "
+                  "heldout/proxy/<plugin>: what the proxy thinks of the outputs accuracy is measured on."},
+    )
     goodhart: bool = field(
         default=True,
         metadata={"help": "With a held-out set: stop when reward rises while held-out accuracy falls, and restore "

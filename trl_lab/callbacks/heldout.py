@@ -8,6 +8,9 @@ TensorBoard / W&B / trackio and ``trainer.state.log_history`` all get:
 * ``heldout/accuracy`` and ``heldout/accuracy_stderr`` (binomial: ``sqrt(p (1 - p) / n)``),
 * ``heldout/mean_length`` (generated tokens, up to and including the first EOS),
 * ``heldout/format_rate`` (the ``gsm8k_format`` reward by default),
+* ``heldout/proxy/<name>``: the mean of each reward in ``proxy_rewards`` on the same completions -- the
+  training reward measured on fixed prompts, so a drift of the outputs toward what the proxy likes (cheer,
+  length) shows next to the accuracy it should have bought,
 * ``heldout/n`` and ``heldout/eval_seconds``.
 
 It keeps per-item correctness for the Goodhart detector (``last_items``, ``last_step``, ``history``) and
@@ -125,6 +128,8 @@ class HeldOutAccuracyCallback(TrainerCallback):
         checker: reward plugin name or reward callable ``fn(prompts, completions, **columns)``; an item is
             correct when its reward is ``>= threshold`` (``None`` counts as wrong).
         format_reward: plugin logged as ``heldout/format_rate`` (mean reward), or ``None`` to skip.
+        proxy_rewards: reward plugins (names or callables) whose mean on the held-out completions is logged as
+            ``heldout/proxy/<plugin name>``; items where a plugin returns ``None`` are left out of its mean.
         batch_size: prompts per ``generate`` call (per process).
         max_new_tokens: generation budget per item.
         table_size: completions of the first this-many items go to ``output_dir/heldout/step_NNNNNN.jsonl``.
@@ -151,6 +156,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         checker: str | Callable[..., Any] = "gsm8k",
         threshold: float = 1.0,
         format_reward: str | Callable[..., Any] | None = "gsm8k_format",
+        proxy_rewards: Sequence[str | Callable[..., Any]] = (),
         batch_size: int = 16,
         max_new_tokens: int = 512,
         table_size: int = 8,
@@ -179,6 +185,12 @@ class HeldOutAccuracyCallback(TrainerCallback):
             )
         self.threshold = threshold
         self.format_reward = _as_reward(format_reward, "format_reward") if format_reward is not None else None
+        self.proxy_rewards = [_as_reward(r, "proxy reward") for r in proxy_rewards]
+        for reward in self.proxy_rewards:
+            missing = [c for c in reward.required_columns() if c not in columns]
+            if missing:
+                raise ValueError(f"held-out proxy reward {reward.name!r} needs column(s) {missing}; the held-out "
+                                 f"set has {sorted(columns)}")
         self.eval_steps = eval_steps
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
@@ -275,11 +287,12 @@ class HeldOutAccuracyCallback(TrainerCallback):
             )
         if progress is not None:
             progress.close()
-        rewards, formats = self._score(mine, ids, texts, trainer.state)
+        rewards, formats, proxies = self._score(mine, ids, texts, trainer.state)
 
         from accelerate.utils import gather_object
 
-        local = [(i, t, len(c), r, f) for i, t, c, r, f in zip(mine, texts, ids, rewards, formats, strict=True)]
+        local = [(i, t, len(c), r, f, p)
+                 for i, t, c, r, f, p in zip(mine, texts, ids, rewards, formats, proxies, strict=True)]
         rows = sorted(gather_object(local) if world > 1 else local, key=lambda row: row[0])
         if [row[0] for row in rows] != list(range(n)):
             raise RuntimeError(f"held-out gather returned {len(rows)} results for {n} items")  # never silently skew
@@ -311,13 +324,17 @@ class HeldOutAccuracyCallback(TrainerCallback):
         }
         if self.format_reward is not None:
             metrics["heldout/format_rate"] = entry["format_rate"]
+        for k, reward in enumerate(self.proxy_rewards):
+            values = [row[5][k] for row in rows if row[5][k] is not None]
+            entry[f"proxy/{reward.name}"] = metrics[f"heldout/proxy/{reward.name}"] = (
+                sum(values) / len(values) if values else float("nan"))
         return metrics
 
     def _score(
         self, indices: list[int], ids: list[list[int]], texts: list[str], state: Any
-    ) -> tuple[list[float | None], list[float | None]]:
+    ) -> tuple[list[float | None], list[float | None], list[tuple[float | None, ...]]]:
         if not indices:
-            return [], []
+            return [], [], []
         rows = self.dataset.select(indices)
         prompts = list(rows["prompt"])
         completions: list[Any] = [
@@ -327,14 +344,15 @@ class HeldOutAccuracyCallback(TrainerCallback):
         call = dict(prompts=prompts, completions=completions, completion_ids=ids, trainer_state=state, **columns)
         rewards = self.checker(**call)
         formats = self.format_reward(**call) if self.format_reward is not None else [None] * len(indices)
-        return rewards, formats
+        proxies = list(zip(*(reward(**call) for reward in self.proxy_rewards))) or [()] * len(indices)
+        return rewards, formats, proxies
 
     def _write_table(self, trainer: Trainer, step: int, rows: list[tuple]) -> None:
         k = min(self.table_size, len(rows))
         if k <= 0:
             return
         records = []
-        for i, text, length, reward, fmt in rows[:k]:
+        for i, text, length, reward, fmt, proxies in rows[:k]:
             item = self.dataset[i]
             prompt = item["prompt"]
             records.append(
@@ -348,6 +366,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
                     "correct": reward is not None and reward >= self.threshold,
                     "format": fmt,
                     "length": length,
+                    **{f"proxy/{r.name}": v for r, v in zip(self.proxy_rewards, proxies)},
                 }
             )
         folder = Path(trainer.args.output_dir) / "heldout"
