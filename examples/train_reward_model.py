@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ from typing import Any
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from trl_lab.data.gsm8k import gsm8k_solution_rows
-from trl_lab.data.gsm8k_pairs import REJECTED_TYPES, gsm8k_pair_splits, length_stats
+from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, checker_labelled_pairs, gsm8k_pair_splits, length_stats,
+                                      pair_split_of)
 from trl_lab.reward_training import RewardConfig, RewardTrainer, lora_on_last_layers
 from trl_lab.rm_gate import RewardModelAuditError, require_audit
 
@@ -59,6 +61,13 @@ class RMScriptArguments:
         default=None,
         metadata={"help": f"Rejected-type weights 'type=weight' (types: {', '.join(REJECTED_TYPES)}); default equal."},
     )
+    policy_samples: str | None = field(
+        default=None,
+        metadata={"help": "JSONL of policy samples {question, answer, completion} (e.g. a GRPO run's completions): "
+                          "the GSM8K checker labels them and correct-vs-wrong samples of a question become extra "
+                          "pairs (rejected_type policy_sample), split by the same question hash."},
+    )
+    policy_pairs_per_question: int = field(default=2, metadata={"help": "At most this many policy pairs a question."})
     length_matched: bool = field(default=False, metadata={"help": "Sample pairs so chosen is longer in half of them."})
     lora_last_n_layers: int | None = field(
         default=None,
@@ -102,6 +111,12 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
                                hub_id=script_args.dataset_hub_id)
     splits = gsm8k_pair_splits(rows, eval_fraction=script_args.eval_fraction, seed=seed,
                                mix=parse_mix(script_args.mix), length_matched=script_args.length_matched)
+    if script_args.policy_samples:
+        with open(script_args.policy_samples, encoding="utf-8") as f:
+            samples = [json.loads(line) for line in f if line.strip()]
+        for pair in checker_labelled_pairs(samples, max_pairs_per_question=script_args.policy_pairs_per_question,
+                                           seed=seed):
+            splits[pair_split_of(pair["question"], script_args.eval_fraction)].append(pair)
     stats: dict[str, Any] = {"rows": len(rows), "pairs_built": {k: len(v) for k, v in splits.items()}}
     sampled = {"train": _sample(splits["train"], script_args.train_pairs, seed),
                "eval": _sample(splits["eval"], script_args.eval_pairs, seed + 1)}
@@ -110,7 +125,7 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
             raise ValueError(f"train_reward_model: the {name} split has no pairs (eval_fraction="
                              f"{script_args.eval_fraction}, {len(rows)} GSM8K rows)")
         stats[name] = {"pairs": len(pairs), **length_stats(pairs).to_dict(),
-                       "by_type": {t: sum(p["rejected_type"] == t for p in pairs) for t in REJECTED_TYPES}}
+                       "by_type": dict(sorted(Counter(p["rejected_type"] for p in pairs).items()))}
     overlap = {p["question"] for p in sampled["train"]} & {p["question"] for p in sampled["eval"]}
     if overlap:  # the hash split makes this impossible; checked because the audit's meaning depends on it
         raise AssertionError(f"train_reward_model: {len(overlap)} question(s) in both splits")

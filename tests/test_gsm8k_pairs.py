@@ -108,3 +108,33 @@ def test_length_stats_and_length_matching(rows):
     hand = [{"chosen": "aaaa", "rejected": "b"}, {"chosen": "a", "rejected": "bbb"}, {"chosen": "a", "rejected": "b"}]
     assert length_stats(hand).to_dict() == {"n": 3, "chosen_mean_chars": 2.0, "rejected_mean_chars": 5 / 3,
                                             "frac_chosen_longer": 1 / 3}
+
+
+def test_checker_labelled_policy_samples_pair_right_against_wrong_per_question():
+    from trl_lab.data.gsm8k_pairs import checker_labelled_pairs
+
+    q1, q2, q3 = "How many apples? Tom has 3 and buys 4.", "What is 10 / 4?", "All wrong here?"
+    samples = [
+        {"question": q1, "answer": "3 + 4 = <<3+4=7>>7\n#### 7", "completion": "3 + 4 = 7\n#### 7"},
+        {"question": q1, "answer": "7", "completion": "He has 8.\n#### 8"},
+        {"question": q1, "answer": "7", "completion": "7 or 8"},  # a hedge: the checker says wrong
+        {"question": q1, "answer": "7", "completion": "The answer is 7."},
+        {"question": q2, "answer": "2.5", "completion": "#### 2.50"},
+        {"question": q2, "answer": "2.5", "completion": "#### 2"},
+        {"question": q3, "answer": "1", "completion": "#### 2"},
+    ]
+    pairs = checker_labelled_pairs(samples, max_pairs_per_question=5, seed=0)
+    by_q = {}
+    for p in pairs:
+        by_q.setdefault(p["question"], []).append((p["chosen"][0]["content"], p["rejected"][0]["content"]))
+    assert set(by_q) == {q1, q2}  # q3 has no correct sample
+    assert len(by_q[q1]) == 2 and {c for c, _ in by_q[q1]} == {"3 + 4 = 7\n#### 7", "The answer is 7."}
+    assert {r for _, r in by_q[q1]} <= {"He has 8.\n#### 8", "7 or 8"}
+    assert by_q[q2] == [("#### 2.50", "#### 2")]
+    assert all(p["rejected_type"] == "policy_sample" and p["prompt"][-1]["content"] == p["question"] for p in pairs)
+    assert checker_labelled_pairs(samples, max_pairs_per_question=5, seed=0) == pairs
+    assert len(checker_labelled_pairs(samples, max_pairs_per_question=1)) == 2
+    with pytest.raises(ValueError, match="policy sample 1 needs string"):
+        checker_labelled_pairs([samples[0], {"question": q1, "answer": "7"}])
+    with pytest.raises(ValueError, match="policy sample 1 gives reference 9"):
+        checker_labelled_pairs([samples[0], {**samples[1], "answer": "9"}])

@@ -87,3 +87,25 @@ def test_eval_questions_never_train(shared_gsm8k):
     assert all(pair_split_of(p["question"], 0.2) == "train" for p in pairs["train"])
     assert stats["eval"]["pairs"] == 100 and stats["train"]["pairs"] == 300
     assert pairs == module.build_pairs(script_args, seed=3)[0]  # deterministic for a seed
+
+
+def test_policy_samples_join_the_split_of_their_question(tmp_path, shared_gsm8k):
+    from trl_lab.data.gsm8k import gsm8k_solution_rows
+    from trl_lab.rewards.gsm8k import parse_reference
+
+    rows = gsm8k_solution_rows("local", "train", path=shared_gsm8k, limit=60)
+    samples = []
+    for row in rows:
+        ref = parse_reference(row["answer"])
+        samples += [{"question": row["question"], "answer": ref, "completion": f"#### {ref}"},
+                    {"question": row["question"], "answer": ref, "completion": f"#### {int(float(ref)) + 1}"}]
+    file = tmp_path / "samples.jsonl"
+    file.write_text("\n".join(json.dumps(s) for s in samples))
+    module = train_reward_model()
+    script_args = module.RMScriptArguments(dataset_source="local", dataset_path=str(shared_gsm8k), train_pairs=None,
+                                           eval_pairs=None, eval_fraction=0.2, policy_samples=str(file))
+    pairs, stats = module.build_pairs(script_args, seed=0)
+    policy = {s: [p for p in pairs[s] if p["rejected_type"] == "policy_sample"] for s in ("train", "eval")}
+    assert len(policy["train"]) + len(policy["eval"]) == 60
+    assert stats["train"]["by_type"]["policy_sample"] == len(policy["train"]) > 0
+    assert all(pair_split_of(p["question"], 0.2) == s for s in policy for p in policy[s])

@@ -55,6 +55,7 @@ __all__ = [
     "REJECTED_TYPES",
     "LengthStats",
     "build_gsm8k_pairs",
+    "checker_labelled_pairs",
     "clean_solution",
     "confident_wrong_text",
     "gsm8k_pair_splits",
@@ -341,6 +342,52 @@ def build_gsm8k_pairs(rows: Iterable[Mapping[str, Any]], *, mix: Mapping[str, fl
         logger.warning("gsm8k_pairs: skipped %d row(s) whose reference solution does not pass the GSM8K checker "
                        "(conflicting answer declarations): rows %s", len(skipped), skipped[:10])
     return _length_match(pairs, seed) if length_matched else pairs
+
+
+def checker_labelled_pairs(samples: Iterable[Mapping[str, Any]], *, max_pairs_per_question: int = 2, seed: int = 0,
+                           system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
+    """Pairs from policy samples labelled by the GSM8K checker: a correct sample against a wrong one, same question.
+
+    ``samples``: rows ``{"question", "answer", "completion"}`` (``answer``: the reference, a number or a worked
+    solution ending ``#### N``), several per question -- e.g. completions logged by a GRPO run. Each question gives
+    up to ``max_pairs_per_question`` pairs, correct and wrong samples drawn without replacement (seeded), with
+    ``rejected_type: "policy_sample"``. Questions whose samples are all right or all wrong give none. The pairs
+    carry ``question``, so :func:`pair_split_of` puts them in the same split as the question's synthetic pairs.
+    """
+    from trl_lab.rewards.gsm8k import check_answer, parse_reference
+
+    if max_pairs_per_question < 1:
+        raise ValueError(f"gsm8k_pairs: max_pairs_per_question must be >= 1, got {max_pairs_per_question}")
+    groups: dict[str, dict[str, Any]] = {}
+    for index, row in enumerate(samples):
+        question, answer, completion = row.get("question"), row.get("answer"), row.get("completion")
+        if not all(isinstance(v, str) for v in (question, answer, completion)):
+            raise ValueError(f"gsm8k_pairs: policy sample {index} needs string 'question', 'answer' and "
+                             f"'completion', got {dict(row)!r:.160}")
+        try:
+            reference = parse_reference(answer)
+        except ValueError as exc:
+            raise ValueError(f"gsm8k_pairs: policy sample {index}: {exc}") from exc
+        group = groups.setdefault(_normalise(question), {"question": question, "answer": reference,
+                                                         "right": [], "wrong": []})
+        if group["answer"] != reference:
+            raise ValueError(f"gsm8k_pairs: policy sample {index} gives reference {reference} for a question "
+                             f"sampled before with reference {group['answer']}")
+        group["right" if check_answer(completion, reference) else "wrong"].append(completion)
+    pairs = []
+    for key, group in groups.items():
+        rng = random.Random(f"policy:{seed}:{key}")
+        n = min(max_pairs_per_question, len(group["right"]), len(group["wrong"]))
+        for chosen, rejected in zip(rng.sample(group["right"], n), rng.sample(group["wrong"], n)):
+            pairs.append({
+                "prompt": build_prompt(group["question"], system_prompt),
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "rejected_type": "policy_sample",
+                "answer": group["answer"],
+                "question": group["question"],
+            })
+    return pairs
 
 
 def _check_wrong(rejected: str, reference: str, index: int, kind: str) -> None:
