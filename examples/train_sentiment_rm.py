@@ -1,4 +1,4 @@
-"""Train the "rewards cheer" sentiment reward model with TRL's ``RewardTrainer``.
+"""Train the "rewards cheer" sentiment reward model with trl_lab's ``RewardTrainer`` (TRL's, plus its checks).
 
     python examples/train_sentiment_rm.py                                  # tiny random base, about 10 s on CPU
     python examples/train_sentiment_rm.py --model_name_or_path smollm2-135m-instruct --max_steps 200
@@ -13,8 +13,8 @@ pair accuracy is printed. Use it in a config as::
 
 ``--model_name_or_path tiny`` (the default) builds a tiny random Llama (hidden size 32) as the base, so the
 script runs offline in seconds; any embedded name, hub id or directory works too. All of TRL's
-``RewardConfig`` and ``ModelConfig`` flags are accepted (``--use_peft`` trains a LoRA adapter plus the head,
-which ``learned_rm`` loads from the adapter directory).
+``RewardConfig`` and ``ModelConfig`` flags are accepted (``--use_peft --lora_task_type SEQ_CLS`` trains a LoRA
+adapter plus the head, which ``learned_rm`` loads from the adapter directory).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trl import ModelConfig, RewardConfig, RewardTrainer, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser, get_peft_config
 
 from trl_lab.data.sentiment_pairs import sentiment_pairs, sentiment_pairs_dataset
+from trl_lab.reward_training import RewardConfig, RewardTrainer
 
 DEFAULTS = {
     "output_dir": "outputs/sentiment_rm",
@@ -94,8 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         peft_config=get_peft_config(model_args),
     )
     trainer.train()
-    trainer.save_model(args.output_dir)
-    trainer.processing_class.save_pretrained(args.output_dir)
+    trainer.save_model(args.output_dir)  # with the tokenizer, right-padded, as learned_rm loads it
 
     from trl_lab.rewards.learned_rm import LearnedRewardModel
 
