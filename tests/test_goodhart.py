@@ -271,3 +271,20 @@ def test_snapshots_restore_best_weights_from_memory_and_disk(tmp_path):
             param.zero_()
     assert rebuilt.restore(model, tmp_path / "goodhart_best")
     assert torch.equal(model[1].weight, best["1.weight"])
+
+
+def test_train_end_redraws_a_run_report_written_before_the_verdict(tmp_path):
+    """A report written by a callback ahead of the detector (MetricsLoggerCallback) gets the final verdict."""
+    from trl_lab.report import write_report
+
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        json.dumps({"reward": 0.1 * s, "heldout/accuracy": 0.3, "heldout/accuracy_stderr": 0.05, "step": s}) + "\n"
+        for s in range(4)))
+    write_report(tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text())["goodhart"] is None
+    cb = GoodhartCallback(gold_n=100)
+    state, control = TrainerState(), TrainerControl()
+    state.global_step = 3
+    cb.on_train_end(hook_args(tmp_path), state, control)
+    verdict = json.loads((tmp_path / "report.json").read_text())["goodhart"]
+    assert verdict is not None and verdict["triggered"] is False

@@ -122,3 +122,15 @@ def test_load_log_history_prefers_metrics_jsonl(tmp_path):
     run = synthetic_run(tmp_path / "run")
     (run / "trainer_state.json").write_text(json.dumps({"log_history": [{"reward": 5, "step": 1}]}))
     assert len(load_log_history(run)) == 16
+
+
+def test_heldout_proxy_is_drawn_on_the_reward_panel_and_summarised(tmp_path):
+    run = synthetic_run(tmp_path / "run")
+    with (run / "metrics.jsonl").open("a") as f:
+        for step, cheer in ((0, -0.1), (10, 0.45)):
+            f.write(json.dumps({"heldout/accuracy": 0.2, "heldout/proxy/sentiment": cheer, "step": step}) + "\n")
+    report = write_report(run)
+    line = next(ln for ln in report.figure.axes[0].lines if ln.get_label() == "held-out sentiment (greedy)")
+    assert list(line.get_xdata()) == [0, 10] and list(line.get_ydata()) == [-0.1, 0.45]
+    assert report.summary["initial_heldout/proxy/sentiment"] == -0.1
+    assert report.summary["final_heldout/proxy/sentiment"] == 0.45

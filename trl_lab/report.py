@@ -5,7 +5,8 @@
 else the newest checkpoint's) and ``goodhart.json`` if present (``triggered_step``, ``best_step``,
 ``proxy_at_best``), and writes into the run folder:
 
-* ``report.png``: four stacked panels against step -- reward, held-out accuracy (with a ±1.96·stderr band),
+* ``report.png``: four stacked panels against step -- reward (and each reward plugin on the held-out answers),
+  held-out accuracy (with a ±1.96·stderr band),
   KL, mean completion length (training and held-out) -- with the Goodhart trigger and best step as vertical lines;
 * ``report.json``: final/best/initial held-out accuracy, final and peak reward, KL, lengths, steps, the
   Goodhart fields and the accuracy at the best step.
@@ -210,6 +211,11 @@ def _report_figure(entries: list[dict[str, Any]], goodhart: dict[str, Any] | Non
             ax_r.plot(s, v, linewidth=0.8, alpha=0.6, label=key.removeprefix("rewards/").removesuffix("/mean"))
     else:
         _no_data(ax_r, "reward")
+    # Each reward plugin on the held-out answers (greedy, fixed prompts): the proxy's drift without sampling noise.
+    for key in sorted({k for e in entries for k in e if k.startswith("heldout/proxy/")}):
+        s, v = series(entries, key)
+        ax_r.plot(s, v, linestyle="--", marker="o", markersize=3,
+                  label=f"held-out {key.removeprefix('heldout/proxy/')} (greedy)")
     ax_r.set_ylabel("reward")
 
     if not _plot_accuracy(ax_a, entries, color="tab:purple", label="held-out accuracy ±1.96·se"):

@@ -451,6 +451,11 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             self.restore(model, Path(args.output_dir) / SNAPSHOT_DIR)
         if state.is_world_process_zero:
             self.save_report(args.output_dir)
+            if (Path(args.output_dir) / "report.json").is_file():
+                # A run report written by a callback ahead of this one lacks the final verdict: redraw it.
+                from trl_lab.callbacks.metrics_log import write_run_report
+
+                write_run_report(args.output_dir)
 
     def _maybe_observe(self, args, state, control, logs: dict[str, Any], model: Any) -> None:
         step = int(state.global_step)

@@ -75,15 +75,19 @@ class MetricsLoggerCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self._started = False
-        if not self.write_report or not state.is_world_process_zero:
-            return
-        try:
-            from trl_lab.report import write_report
+        if self.write_report and state.is_world_process_zero:
+            write_run_report(args.output_dir, log_path=self._file(args))
 
-            report = write_report(args.output_dir, log_path=self._file(args))
-            logger.info("run report: %s", report.png)
-        except Exception as exc:  # a plotting problem must never fail a finished run
-            logger.warning("could not write the run report for %s: %s", args.output_dir, exc)
+
+def write_run_report(output_dir: str | os.PathLike, log_path: str | os.PathLike | None = None) -> None:
+    """:func:`trl_lab.report.write_report` at the end of a run; a failure is logged, never raised."""
+    try:
+        from trl_lab.report import write_report
+
+        report = write_report(output_dir, log_path=log_path)
+        logger.info("run report: %s", report.png)
+    except Exception as exc:  # a plotting problem must never fail a finished run
+        logger.warning("could not write the run report for %s: %s", output_dir, exc)
 
 
 def _jsonable(value: Any) -> Any:
