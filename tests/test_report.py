@@ -134,3 +134,17 @@ def test_heldout_proxy_is_drawn_on_the_reward_panel_and_summarised(tmp_path):
     assert list(line.get_xdata()) == [0, 10] and list(line.get_ydata()) == [-0.1, 0.45]
     assert report.summary["initial_heldout/proxy/sentiment"] == -0.1
     assert report.summary["final_heldout/proxy/sentiment"] == 0.45
+
+
+def test_overlay_adds_a_panel_per_heldout_proxy(tmp_path):
+    runs = []
+    for name, cheer in (("beta0.05", 0.2), ("beta0", 0.6)):
+        run = synthetic_run(tmp_path / name)
+        with (run / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({"heldout/proxy/sentiment": -0.1, "step": 0}) + "\n")
+            f.write(json.dumps({"heldout/proxy/sentiment": cheer, "step": 10}) + "\n")
+        runs.append(run)
+    fig = write_overlay_report(runs, ["beta=0.05", "beta=0"], tmp_path / "overlay.png")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL", "held-out\nsentiment"]
+    curves = [line for line in fig.axes[3].lines if len(set(line.get_xdata())) > 1]  # not the trigger markers
+    assert [list(line.get_ydata()) for line in curves] == [[-0.1, 0.2], [-0.1, 0.6]]

@@ -11,7 +11,8 @@ else the newest checkpoint's) and ``goodhart.json`` if present (``triggered_step
 * ``report.json``: final/best/initial held-out accuracy, final and peak reward, KL, lengths, steps, the
   Goodhart fields and the accuracy at the best step.
 
-:func:`write_overlay_report` overlays several runs (e.g. a KL-coefficient sweep): reward, accuracy, KL.
+:func:`write_overlay_report` overlays several runs (e.g. a KL-coefficient sweep): reward, accuracy, KL, and each
+reward plugin on the held-out answers when the runs logged it.
 ``trl-lab report OUTPUT_DIR`` runs :func:`write_report` from the command line.
 """
 
@@ -270,7 +271,7 @@ def write_report(output_dir: PathLike, *, log_path: PathLike | None = None, dpi:
 def write_overlay_report(
     run_dirs: Sequence[PathLike], labels: Sequence[str] | None = None, out_png: PathLike = "overlay.png", *, dpi: int = 110
 ) -> Figure:
-    """Overlay several runs (reward, held-out accuracy with band, KL) in one PNG; returns the closed figure.
+    """Overlay runs (reward, held-out accuracy with band, KL, held-out proxies) in one PNG; returns the figure.
 
     ``labels`` default to the folder names. Goodhart trigger steps are drawn in each run's colour.
     """
@@ -280,21 +281,26 @@ def write_overlay_report(
     labels = list(labels) if labels is not None else [d.name for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
-    fig, axes = plt.subplots(3, 1, sharex=True, figsize=(8, 8), constrained_layout=True)
+    logs = [load_log_history(run) for run in run_dirs]
+    proxies = sorted({k for entries in logs for e in entries for k in e if k.startswith("heldout/proxy/")})
+    names = ["reward", "held-out accuracy", "KL"] + [f"held-out\n{k.removeprefix('heldout/proxy/')}" for k in proxies]
+    fig, axes = plt.subplots(len(names), 1, sharex=True, figsize=(8, 2.7 * len(names)), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (run, label) in enumerate(zip(run_dirs, labels)):
+    for i, (run, label, entries) in enumerate(zip(run_dirs, labels, logs)):
         color = colors[i % len(colors)]
-        entries = load_log_history(run)
         s, v = series(entries, REWARD)
         axes[0].plot(s, v, color=color, label=label)
         _plot_accuracy(axes[1], entries, color=color, label=label)
         s, v = series(entries, KL)
         axes[2].plot(s, v, color=color, label=label)
+        for ax, key in zip(axes[3:], proxies):  # the proxy on the held-out answers (greedy, fixed prompts)
+            s, v = series(entries, key)
+            ax.plot(s, v, color=color, marker="o", markersize=3, label=label)
         goodhart = load_goodhart(run)
         if goodhart and isinstance(goodhart.get("triggered_step"), (int, float)):
             for ax in axes:
                 ax.axvline(goodhart["triggered_step"], color=color, linestyle="--", linewidth=1, alpha=0.8)
-    for ax, name in zip(axes, ("reward", "held-out accuracy", "KL")):
+    for ax, name in zip(axes, names):
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
