@@ -310,9 +310,12 @@ def test_grpo_step_with_learned_rm_length_and_sentiment(tmp_path, tiny_model_dir
         {"name": "length", "weight": 0.3, "kwargs": {"mode": "brevity", "max_length": 8}},
         {"name": "sentiment", "weight": 0.5},
     ]
-    args = tiny_config(GRPOConfig, tmp_path, rewards=rewards, num_generations=2, max_steps=1, beta=0.0)
+    # The random RM has no audit: this test is about scoring inside TRL, the gate is tested in test_rm_gate.py.
+    args = tiny_config(GRPOConfig, tmp_path, rewards=rewards, num_generations=2, max_steps=1, beta=0.0,
+                       rm_audit_override=True)
     rows = [{"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}]} for i in range(4)]
-    trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=Dataset.from_list(rows))
+    with pytest.warns(UserWarning, match="learned_rm"):
+        trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=Dataset.from_list(rows))
     trainer.train()
     entry = next(e for e in trainer.state.log_history if "reward" in e)
     parts = {n: entry[f"rewards/{n}/mean"] for n in ("learned_rm", "length", "sentiment")}
