@@ -1,6 +1,6 @@
 """Break it on purpose: GRPO on GSM8K where the only reward is cheerfulness (the seeds' first "break it" run).
 
-    python examples/reward_hacking.py                   # embedded SmolLM2 + LoRA on CPU, ~15 min
+    python examples/reward_hacking.py                   # embedded SmolLM2 + LoRA on CPU, ~17 min
     python examples/reward_hacking.py --dataset_source local --dataset_path ../shared/data/gsm8k
     accelerate launch examples/reward_hacking.py --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --max_steps 500 \\
         --heldout_size 500 --heldout_eval_steps 25
