@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 from trl_lab.data.gsm8k import gsm8k_solution_rows
 from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, checker_labelled_pairs, gsm8k_pair_splits, length_stats,
                                       pair_split_of)
+from trl_lab.gsm8k_job import apply_model_config
 from trl_lab.reward_training import RewardConfig, RewardTrainer, lora_on_last_layers
 from trl_lab.rm_gate import RewardModelAuditError, require_audit
 
@@ -134,6 +135,7 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     script_args, args, model_args = parse_args(argv)
+    apply_model_config(model_args, args)  # 4-bit probed before the pairs are built, loading options for TRL
     pairs, stats = build_pairs(script_args, args.seed)
     print(f"[rm] pairs: train {stats['train']['pairs']} / eval {stats['eval']['pairs']} (built "
           f"{stats['pairs_built']['train']} / {stats['pairs_built']['eval']} from {stats['rows']} rows); chosen "
@@ -142,13 +144,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from datasets import Dataset
 
-    args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "dtype": model_args.dtype,
-        "attn_implementation": model_args.attn_implementation,
-        "trust_remote_code": args.trust_remote_code,
-        **(args.model_init_kwargs or {}),
-    }
     train_dataset = Dataset.from_list([{k: p[k] for k in PAIR_COLUMNS} for p in pairs["train"]])
     peft_config = get_peft_config(model_args)
     if script_args.lora_last_n_layers is not None:

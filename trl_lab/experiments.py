@@ -6,8 +6,8 @@ reward, held-out accuracy and the proxy on held-out completions at the first and
 the Goodhart verdict, and the first held-out completion before and after. :func:`format_summary` prints it.
 
 :func:`run_kl_sweep` runs the same GSM8K job once per KL coefficient (``beta``), everything else identical,
-into ``<output_dir>/beta_<b>``, then overlays the runs (reward, held-out accuracy, KL) in
-``<output_dir>/kl_sweep.png`` and writes every run's summary to ``<output_dir>/kl_sweep.json``.
+into ``<sweep_dir>/beta_<b>``, then overlays the runs (reward, held-out accuracy, KL, held-out proxies) in
+``<sweep_dir>/kl_sweep.png`` and writes every run's summary to ``<sweep_dir>/kl_sweep.json``.
 """
 
 from __future__ import annotations

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback
 from trl_lab.data import heldout_gsm8k, load_gsm8k
 from trl_lab.grpo import GRPOConfig, GRPOTrainer
-from trl_lab.registry import Reward
 from trl_lab.quantization import check_bitsandbytes, default_device, wants_quantization
+from trl_lab.registry import Reward
 from trl_lab.script_args import GSM8KScriptArguments
 
 
@@ -60,6 +61,22 @@ def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments) -> No
         trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout))
 
 
+def apply_model_config(model_args: ModelConfig, training_args: Any) -> None:
+    """Check TRL's ``ModelConfig`` early (a model is named; 4-bit runs here) and pass its loading options to the
+    trainer through ``training_args.model_init_kwargs`` (options already set there win)."""
+    if wants_quantization(model_args):
+        check_bitsandbytes(default_device())  # before minutes of loading, not after
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is not set (use an embedded name such as smollm2-135m-instruct, a hub id or a path)")
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "dtype": model_args.dtype,
+        "attn_implementation": model_args.attn_implementation,
+        "trust_remote_code": training_args.trust_remote_code,
+        **(training_args.model_init_kwargs or {}),
+    }
+
+
 def run_gsm8k_job(
     trainer_cls: type[GRPOTrainer],
     config_cls: type[GRPOConfig],
@@ -68,18 +85,7 @@ def run_gsm8k_job(
 ) -> GRPOTrainer:
     """Parse arguments, load GSM8K, build ``trainer_cls``, train with the watchdogs, save; returns the trainer."""
     script_args, training_args, model_args = parse_args(config_cls, default_config, argv)
-    if wants_quantization(model_args):
-        check_bitsandbytes(default_device())  # before minutes of loading, not after
-    if not model_args.model_name_or_path:
-        raise ValueError("model_name_or_path is not set (use an embedded name such as smollm2-135m-instruct, a hub id or a path)")
-
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "dtype": model_args.dtype,
-        "attn_implementation": model_args.attn_implementation,
-        "trust_remote_code": training_args.trust_remote_code,
-        **(training_args.model_init_kwargs or {}),
-    }
+    apply_model_config(model_args, training_args)
     train_dataset = load_gsm8k(
         script_args.dataset_source,
         script_args.dataset_train_split,
