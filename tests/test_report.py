@@ -101,11 +101,39 @@ def test_overlay_of_a_kl_sweep(tmp_path):
     runs = [synthetic_run(tmp_path / f"beta{b}", kl_scale=k) for b, k in (("0.01", 1.0), ("0.1", 0.3))]
     fig = write_overlay_report(runs, ["beta=0.01", "beta=0.1"], tmp_path / "sweep" / "overlay.png")
     assert (tmp_path / "sweep" / "overlay.png").stat().st_size > 20_000
-    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)"]
     kl_lines = [line for line in fig.axes[2].lines if len(set(line.get_xdata())) > 1]
     assert [line.get_ydata()[-1] for line in kl_lines] == pytest.approx([0.1, 0.03])
     with pytest.raises(ValueError, match="1 labels for 2 runs"):
         write_overlay_report(runs, ["one"], tmp_path / "x.png")
+
+
+def with_heldout_kl(run, values):
+    """Add ``heldout/kl_to_ref`` at the held-out steps 0, 2, ... (and drop TRL's ``kl``, as a beta = 0 run has none)."""
+    entries = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    values = iter(values)
+    for e in entries:
+        e.pop("kl", None)
+        if "heldout/accuracy" in e:
+            e["heldout/kl_to_ref"] = next(values)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return run
+
+
+def test_heldout_kl_is_reported_and_overlaid_when_trl_logs_no_kl(tmp_path):
+    """A beta = 0 run: no TRL ``kl``, but the held-out KL to the reference is summarised and drawn."""
+    run = with_heldout_kl(synthetic_run(tmp_path / "beta0", goodhart=False), [0.0, 0.02, 0.05, 0.04, 0.09, 0.12])
+    report = write_report(run)
+    assert report.summary["final_kl"] is None
+    assert report.summary["final_heldout_kl_to_ref"] == 0.12 and report.summary["max_heldout_kl_to_ref"] == 0.12
+    kl_panel = report.figure.axes[2]
+    assert [list(line.get_ydata()) for line in kl_panel.lines] == [[0.0, 0.02, 0.05, 0.04, 0.09, 0.12]]
+    other = synthetic_run(tmp_path / "beta0.05", goodhart=False)
+    fig = write_overlay_report([run, other], ["beta=0", "beta=0.05"], tmp_path / "overlay.png")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)",
+                                                   "KL to ref\n(held-out)"]
+    assert [len(line.get_xdata()) for line in fig.axes[2].lines] == [0, 10]  # only beta = 0.05 has TRL's kl
+    assert list(fig.axes[3].lines[0].get_ydata()) == [0.0, 0.02, 0.05, 0.04, 0.09, 0.12]
 
 
 def test_cli_report(tmp_path, capsys):
@@ -145,6 +173,6 @@ def test_overlay_adds_a_panel_per_heldout_proxy(tmp_path):
             f.write(json.dumps({"heldout/proxy/sentiment": cheer, "step": 10}) + "\n")
         runs.append(run)
     fig = write_overlay_report(runs, ["beta=0.05", "beta=0"], tmp_path / "overlay.png")
-    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL", "held-out\nsentiment"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)", "held-out\nsentiment"]
     curves = [line for line in fig.axes[3].lines if len(set(line.get_xdata())) > 1]  # not the trigger markers
     assert [list(line.get_ydata()) for line in curves] == [[-0.1, 0.2], [-0.1, 0.6]]

@@ -60,7 +60,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     for key in sorted(k[len("initial_"):] for k in summary if k.startswith("initial_heldout/")):
         lines.append(f"  {key:24s} {_fmt(summary.get('initial_' + key))} -> {_fmt(summary.get('final_' + key))}")
     lines.append(f"  KL                       final {_fmt(summary.get('final_kl'), '.4f')}, max "
-                 f"{_fmt(summary.get('max_kl'), '.4f')}")
+                 f"{_fmt(summary.get('max_kl'), '.4f')} (training samples; none when beta = 0)")
+    lines.append(f"  KL to ref (held-out)     final {_fmt(summary.get('final_heldout_kl_to_ref'), '.4f')}, max "
+                 f"{_fmt(summary.get('max_heldout_kl_to_ref'), '.4f')}")
     lines.append(f"  held-out mean length     final {_fmt(summary.get('final_heldout_mean_length'), '.1f')} tokens")
     goodhart = summary.get("goodhart")
     if goodhart and goodhart.get("triggered"):

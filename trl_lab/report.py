@@ -7,12 +7,12 @@ else the newest checkpoint's) and ``goodhart.json`` if present (``triggered_step
 
 * ``report.png``: four stacked panels against step -- reward (and each reward plugin on the held-out answers),
   held-out accuracy (with a ±1.96·stderr band),
-  KL, mean completion length (training and held-out) -- with the Goodhart trigger and best step as vertical lines;
+  KL (TRL's training ``kl`` when ``beta > 0``, and ``heldout/kl_to_ref`` at any ``beta``), mean completion length (training and held-out) -- with the Goodhart trigger and best step as vertical lines;
 * ``report.json``: final/best/initial held-out accuracy, final and peak reward, KL, lengths, steps, the
   Goodhart fields and the accuracy at the best step.
 
 :func:`write_overlay_report` overlays several runs (e.g. a KL-coefficient sweep): reward, accuracy, KL, and each
-reward plugin on the held-out answers when the runs logged it.
+reward plugin on the held-out answers when the runs logged it, and ``heldout/kl_to_ref`` in its own panel.
 ``trl-lab report OUTPUT_DIR`` runs :func:`write_report` from the command line.
 """
 
@@ -43,6 +43,7 @@ REWARD = "reward"
 ACCURACY = "heldout/accuracy"
 STDERR = "heldout/accuracy_stderr"
 KL = "kl"
+HELDOUT_KL = "heldout/kl_to_ref"
 TRAIN_LENGTH = "completions/mean_length"
 HELDOUT_LENGTH = "heldout/mean_length"
 Z95 = 1.96
@@ -127,6 +128,7 @@ def _summary(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None) -> 
     a_s, av = series(entries, ACCURACY)
     stderr_at = dict(zip(*series(entries, STDERR)))
     _, kv = series(entries, KL)
+    _, hk = series(entries, HELDOUT_KL)
     _, lv = series(entries, TRAIN_LENGTH)
     _, hv = series(entries, HELDOUT_LENGTH)
     best = max(range(len(av)), key=lambda i: (av[i], -a_s[i])) if av else None  # earliest of the best
@@ -147,6 +149,8 @@ def _summary(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None) -> 
         "best_accuracy_step": a_s[best] if best is not None else None,
         "final_kl": kv[-1] if kv else None,
         "max_kl": max(kv) if kv else None,
+        "final_heldout_kl_to_ref": hk[-1] if hk else None,
+        "max_heldout_kl_to_ref": max(hk) if hk else None,
         "final_mean_length": lv[-1] if lv else None,
         "final_heldout_mean_length": hv[-1] if hv else None,
         "goodhart": _compact(goodhart),
@@ -225,8 +229,12 @@ def _report_figure(entries: list[dict[str, Any]], goodhart: dict[str, Any] | Non
 
     steps, kl = series(entries, KL)
     if steps:
-        ax_k.plot(steps, kl, color="tab:orange", label="KL")
-    else:
+        ax_k.plot(steps, kl, color="tab:orange", label="KL (training samples, in the loss)")
+    h_steps, h_kl = series(entries, HELDOUT_KL)
+    if h_steps:
+        ax_k.plot(h_steps, h_kl, color="tab:brown", linestyle="--", marker="o", markersize=3,
+                  label="KL to reference (held-out answers)")
+    if not steps and not h_steps:
         _no_data(ax_k, "KL")
     ax_k.set_ylabel("KL")
 
@@ -283,7 +291,8 @@ def write_overlay_report(
         raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
     logs = [load_log_history(run) for run in run_dirs]
     proxies = sorted({k for entries in logs for e in entries for k in e if k.startswith("heldout/proxy/")})
-    names = ["reward", "held-out accuracy", "KL"] + [f"held-out\n{k.removeprefix('heldout/proxy/')}" for k in proxies]
+    heldout_kl = any(HELDOUT_KL in e for entries in logs for e in entries)
+    names = ["reward", "held-out accuracy", "KL\n(training)"] + (["KL to ref\n(held-out)"] if heldout_kl else []) + [f"held-out\n{k.removeprefix('heldout/proxy/')}" for k in proxies]
     fig, axes = plt.subplots(len(names), 1, sharex=True, figsize=(8, 2.7 * len(names)), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (run, label, entries) in enumerate(zip(run_dirs, labels, logs)):
@@ -293,7 +302,10 @@ def write_overlay_report(
         _plot_accuracy(axes[1], entries, color=color, label=label)
         s, v = series(entries, KL)
         axes[2].plot(s, v, color=color, label=label)
-        for ax, key in zip(axes[3:], proxies):  # the proxy on the held-out answers (greedy, fixed prompts)
+        if heldout_kl:
+            s, v = series(entries, HELDOUT_KL)
+            axes[3].plot(s, v, color=color, marker="o", markersize=3, label=label)
+        for ax, key in zip(axes[3 + heldout_kl:], proxies):  # the proxy on the held-out answers (greedy, fixed prompts)
             s, v = series(entries, key)
             ax.plot(s, v, color=color, marker="o", markersize=3, label=label)
         goodhart = load_goodhart(run)

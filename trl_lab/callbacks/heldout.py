@@ -11,6 +11,8 @@ TensorBoard / W&B / trackio and ``trainer.state.log_history`` all get:
 * ``heldout/proxy/<name>``: the mean of each reward in ``proxy_rewards`` on the same completions -- the
   training reward measured on fixed prompts, so a drift of the outputs toward what the proxy likes (cheer,
   length) shows next to the accuracy it should have bought,
+* ``heldout/kl_to_ref``: the mean per-token ``KL(policy || reference)`` along the held-out answers, exact over
+  the vocabulary (:mod:`trl_lab.kl_monitor`); it works at any ``beta``, ``0`` included, where TRL logs no KL,
 * ``heldout/n`` and ``heldout/eval_seconds``.
 
 It keeps per-item correctness for the Goodhart detector (``last_items``, ``last_step``, ``history``) and
@@ -130,6 +132,10 @@ class HeldOutAccuracyCallback(TrainerCallback):
         format_reward: plugin logged as ``heldout/format_rate`` (mean reward), or ``None`` to skip.
         proxy_rewards: reward plugins (names or callables) whose mean on the held-out completions is logged as
             ``heldout/proxy/<plugin name>``; items where a plugin returns ``None`` are left out of its mean.
+        kl_to_ref: log ``heldout/kl_to_ref``. The reference is the trainer's ``ref_model``, else the PEFT base
+            (adapters off; TRL's ``"ref"`` adapter if it made one), else a frozen copy of the model taken at the
+            first evaluation (one more copy of the weights; a warning says so, and when that evaluation is not
+            at step 0, e.g. after a resume, that the reference is the model of that step).
         batch_size: prompts per ``generate`` call (per process).
         max_new_tokens: generation budget per item.
         table_size: completions of the first this-many items go to ``output_dir/heldout/step_NNNNNN.jsonl``.
@@ -140,7 +146,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
     Attributes kept after each evaluation: ``last_items`` (per-item correctness, dataset order),
     ``last_rewards``, ``last_completions``, ``last_step`` (``None`` before the first evaluation), ``history``
     (one dict per evaluation: ``step``, ``accuracy``, ``stderr``, ``mean_length``, ``format_rate``, ``n``,
-    ``seconds``). It satisfies :class:`trl_lab.callbacks.goodhart.GoldItemsSource`.
+    ``seconds``, and ``kl_to_ref`` / ``proxy/<name>`` when measured). It satisfies :class:`trl_lab.callbacks.goodhart.GoldItemsSource`.
     """
 
     def __init__(
@@ -157,6 +163,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         threshold: float = 1.0,
         format_reward: str | Callable[..., Any] | None = "gsm8k_format",
         proxy_rewards: Sequence[str | Callable[..., Any]] = (),
+        kl_to_ref: bool = True,
         batch_size: int = 16,
         max_new_tokens: int = 512,
         table_size: int = 8,
@@ -192,6 +199,8 @@ class HeldOutAccuracyCallback(TrainerCallback):
                 raise ValueError(f"held-out proxy reward {reward.name!r} needs column(s) {missing}; the held-out "
                                  f"set has {sorted(columns)}")
         self.eval_steps = eval_steps
+        self.kl_to_ref = kl_to_ref
+        self._reference: Any = None
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.table_size = table_size
@@ -285,14 +294,15 @@ class HeldOutAccuracyCallback(TrainerCallback):
                 batch_size=self.batch_size,
                 progress=progress,
             )
+            kls = self._kl_to_ref(gen_model, tokenizer, mine, ids, step) if self.kl_to_ref else [None] * len(mine)
         if progress is not None:
             progress.close()
         rewards, formats, proxies = self._score(mine, ids, texts, trainer.state)
 
         from accelerate.utils import gather_object
 
-        local = [(i, t, len(c), r, f, p)
-                 for i, t, c, r, f, p in zip(mine, texts, ids, rewards, formats, proxies, strict=True)]
+        local = [(i, t, len(c), r, f, p, k)
+                 for i, t, c, r, f, p, k in zip(mine, texts, ids, rewards, formats, proxies, kls, strict=True)]
         rows = sorted(gather_object(local) if world > 1 else local, key=lambda row: row[0])
         if [row[0] for row in rows] != list(range(n)):
             raise RuntimeError(f"held-out gather returned {len(rows)} results for {n} items")  # never silently skew
@@ -324,11 +334,39 @@ class HeldOutAccuracyCallback(TrainerCallback):
         }
         if self.format_reward is not None:
             metrics["heldout/format_rate"] = entry["format_rate"]
+        if self.kl_to_ref:
+            tokens = sum(row[6][1] for row in rows)
+            entry["kl_to_ref"] = metrics["heldout/kl_to_ref"] = (
+                sum(row[6][0] for row in rows) / tokens if tokens else 0.0)
         for k, reward in enumerate(self.proxy_rewards):
             values = [row[5][k] for row in rows if row[5][k] is not None]
             entry[f"proxy/{reward.name}"] = metrics[f"heldout/proxy/{reward.name}"] = (
                 sum(values) / len(values) if values else float("nan"))
         return metrics
+
+    def _kl_to_ref(self, model: Any, tokenizer: Any, indices: list[int], ids: list[list[int]],
+                   step: int) -> list[tuple[float, int]]:
+        from trl_lab.kl_monitor import frozen_copy, reference_for, token_kl
+
+        if self._reference is None:
+            self._reference = reference_for(model, getattr(self.trainer, "ref_model", None))
+            if self._reference is None:
+                logger.warning(
+                    "heldout/kl_to_ref: the model has no reference (no ref_model, no PEFT adapter), so a frozen copy "
+                    "of it is kept as the reference%s (pass kl_to_ref=False to save the memory)",
+                    "" if step == 0 else f"; it is the model at step {step}, not the initial one",
+                )
+                self._reference = frozen_copy(model)
+        if not indices:
+            return []
+        prompts = [self._tokenizer_ids(tokenizer, self._texts[i]) for i in indices]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return token_kl(model, self._reference, prompts, ids, pad_token_id=pad,
+                        batch_size=max(1, min(self.batch_size, 4)))
+
+    @staticmethod
+    def _tokenizer_ids(tokenizer: Any, text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]  # as generate_greedy encodes it
 
     def _score(
         self, indices: list[int], ids: list[list[int]], texts: list[str], state: Any
@@ -352,7 +390,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         if k <= 0:
             return
         records = []
-        for i, text, length, reward, fmt, proxies in rows[:k]:
+        for i, text, length, reward, fmt, proxies, kl in rows[:k]:
             item = self.dataset[i]
             prompt = item["prompt"]
             records.append(
@@ -366,6 +404,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
                     "correct": reward is not None and reward >= self.threshold,
                     "format": fmt,
                     "length": length,
+                    **({"kl_to_ref": kl[0] / kl[1] if kl[1] else 0.0} if kl is not None else {}),
                     **{f"proxy/{r.name}": v for r, v in zip(self.proxy_rewards, proxies)},
                 }
             )

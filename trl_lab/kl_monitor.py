@@ -1,0 +1,128 @@
+"""How far the policy has moved from its reference, measured at any KL coefficient (``beta = 0`` included).
+
+TRL only computes a KL when it pays for it in the loss: with ``beta = 0`` there is no reference pass and no
+``kl`` metric, which hides exactly the curve a "cut the leash" run is about. This module measures it on fixed
+completions instead, independent of the loss:
+
+* :func:`reference_for` finds the reference of a trainer's model: TRL's ``ref_model`` when it has one, the PEFT
+  base (adapters disabled, or TRL's ``"ref"`` adapter when it made one), else ``None``; a caller without one
+  can keep a frozen copy with :func:`frozen_copy`.
+* :func:`token_kl` returns, per completion, the sum and count over its tokens of the *exact* per-position
+  ``KL(pi(. | context) || pi_ref(. | context))`` (summed over the whole vocabulary, not a sampled estimate),
+  teacher-forced along the given completion.
+
+:class:`~trl_lab.callbacks.HeldOutAccuracyCallback` uses it on its greedy held-out answers and logs
+``heldout/kl_to_ref``. It differs from TRL's ``kl`` (the k3 estimate on the sampled training completions): same
+divergence, different contexts and estimator, so compare each with itself across runs and steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Reference", "frozen_copy", "reference_for", "token_kl"]
+
+
+@dataclass
+class Reference:
+    """The reference policy: a separate ``model``, or the policy itself with its adapters switched (``adapter``).
+
+    ``kind`` is ``"ref_model"``, ``"peft"`` or ``"copy"`` (for messages and logs).
+    """
+
+    kind: str
+    model: Any = None
+    adapter: str | None = None
+
+    @contextlib.contextmanager
+    def active(self, policy: Any) -> Iterator[Any]:
+        """The module to run for reference log-probs (for ``"peft"``: ``policy`` with the reference adapter state)."""
+        if self.kind != "peft":
+            yield self.model
+            return
+        from trl.trainer.utils import use_adapter
+
+        with use_adapter(policy, adapter_name=self.adapter):
+            yield policy
+
+
+def reference_for(policy: Any, ref_model: Any = None) -> Reference | None:
+    """The reference of ``policy`` (an unwrapped model): ``ref_model`` if given, else its PEFT base, else ``None``.
+
+    A PEFT policy whose trainer loaded a pretrained adapter has a ``"ref"`` adapter (TRL makes one when
+    ``beta != 0``); it is used, as TRL does. Otherwise the reference is the base model with adapters disabled.
+    """
+    if ref_model is not None:
+        return Reference("ref_model", model=ref_model)
+    peft_config = getattr(policy, "peft_config", None)
+    if isinstance(peft_config, dict) and hasattr(policy, "disable_adapter"):
+        return Reference("peft", adapter="ref" if "ref" in peft_config else None)
+    return None
+
+
+def frozen_copy(policy: Any) -> Reference:
+    """A frozen, eval-mode copy of ``policy`` as it is now (costs one more copy of the weights)."""
+    model = copy.deepcopy(policy)
+    # Trainers patch ``forward`` on the instance (accelerate's autocast / fp32-output wrappers). deepcopy copies
+    # such a wrapper with its closure, which still calls the *original* model: the "copy" would follow the policy.
+    for module in model.modules():
+        module.__dict__.pop("forward", None)
+    model.eval()
+    model.requires_grad_(False)
+    return Reference("copy", model=model)
+
+
+def _log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    logits = getattr(model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False), "logits", None)
+    if logits is None:
+        raise TypeError(f"KL to reference: {type(model).__name__}'s forward returned no logits (a patched forward?)")
+    return F.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
+
+
+@torch.no_grad()
+def token_kl(
+    policy: Any,
+    reference: Reference,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int,
+    batch_size: int = 4,
+) -> list[tuple[float, int]]:
+    """``(sum over the completion's tokens of KL(pi || pi_ref) at that position, number of tokens)`` per completion.
+
+    ``prompts[i] + completions[i]`` is run teacher-forced through ``policy`` and the reference (right-padded, so
+    position ids are the usual ``0..L-1``); the KL at a completion token is over the full next-token distribution
+    that produced it. Empty completions give ``(0.0, 0)``. Both models are run as they are (call it in eval mode).
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"token_kl: {len(prompts)} prompts but {len(completions)} completions")
+    device = next(policy.parameters()).device
+    results: list[tuple[float, int]] = []
+    for start in range(0, len(prompts), batch_size):
+        pairs = list(zip(prompts[start : start + batch_size], completions[start : start + batch_size]))
+        width = max(len(p) + len(c) for p, c in pairs)
+        ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(pairs), width), dtype=torch.long)
+        target = torch.zeros((len(pairs), width - 1), dtype=torch.bool)  # positions that predict a completion token
+        for row, (p, c) in enumerate(pairs):
+            if not p:
+                raise ValueError("token_kl: an empty prompt (a completion needs a context)")
+            ids[row, : len(p) + len(c)] = torch.tensor(list(p) + list(c), dtype=torch.long)
+            attention[row, : len(p) + len(c)] = 1
+            target[row, len(p) - 1 : len(p) + len(c) - 1] = True
+        ids, attention, target = ids.to(device), attention.to(device), target.to(device)
+        logp = _log_probs(policy, ids, attention)
+        with reference.active(policy) as ref:
+            logq = _log_probs(ref, ids, attention)
+        kl = (logp.exp() * (logp - logq)).sum(-1).clamp_min(0.0)  # exact KL per position; clamp rounding below 0
+        kl = kl * target
+        results.extend(zip(kl.sum(-1).tolist(), target.sum(-1).tolist()))
+    return [(float(s), int(n)) for s, n in results]
