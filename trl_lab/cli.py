@@ -5,6 +5,7 @@
     trl-lab report OUTPUT_DIR            write OUTPUT_DIR/report.png and report.json from the run's log
     trl-lab report RUN_A RUN_B ... --out overlay.png   a report per run, plus the runs overlaid
     trl-lab audit-rm RM_DIR --data train.jsonl --out DIR   audit a reward model (exit status 1 when it fails)
+    trl-lab make-task chain_sum DIR --config '{...}'        a reasoning-gym task as GSM8K-format train/test jsonl
 """
 
 from __future__ import annotations
@@ -63,6 +64,23 @@ def _audit_rm(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _make_task(args: argparse.Namespace) -> int:
+    import json
+
+    from trl_lab.data.reasoning_gym_tasks import write_task_jsonl
+
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"trl-lab make-task: --config is not JSON ({exc}): {args.config!r}") from exc
+    if not isinstance(config, dict):
+        raise SystemExit(f"trl-lab make-task: --config must be a JSON object, got {args.config!r}")
+    info = write_task_jsonl(args.task, args.out_dir, train_size=args.train_size, test_size=args.test_size,
+                            seed=args.seed, **config)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trl-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min_accuracy", type=float, default=0.5)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_audit_rm)
+    p = sub.add_parser("make-task", help="write a numeric reasoning-gym task as GSM8K-format train/test jsonl")
+    p.add_argument("task", help="reasoning-gym task name, e.g. chain_sum")
+    p.add_argument("out_dir", help="folder for train.jsonl, test.jsonl and task.json (--dataset_path of the job)")
+    p.add_argument("--train_size", type=int, default=2000)
+    p.add_argument("--test_size", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default="{}", help="the task's reasoning-gym options as a JSON object")
+    p.set_defaults(func=_make_task)
     args = parser.parse_args(argv)
     return args.func(args)
 
