@@ -250,3 +250,13 @@ def test_async_plugins_stay_async_for_trl_and_are_checked():
     assert asyncio.run(judge(completions=["4", "5"], answer=["4", "4"])) == [1.0, 0.0]
     with pytest.raises(RewardPluginError, match="'flaky' raised ConnectionError on sample 1"):
         asyncio.run(registry.wrap_reward("flaky", flaky)(completions=["ok", "boom"]))
+
+
+def test_plugin_object_names_what_a_reward_refers_to_without_building_it():
+    from trl_lab.registry import plugin_object
+    from trl_lab.rewards.learned_rm import LearnedRewardModel
+
+    assert plugin_object("learned_rm") is LearnedRewardModel  # a class, not an instance (nothing loaded)
+    assert plugin_object("trl_lab.rewards.learned_rm:LearnedRewardModel") is LearnedRewardModel
+    with pytest.raises(RewardPluginError, match="unknown reward 'lerned_rm'.*Did you mean 'learned_rm'"):
+        plugin_object("lerned_rm")

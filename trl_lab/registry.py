@@ -195,6 +195,12 @@ def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
+def plugin_object(name: str) -> Any:
+    """What reward ``name`` (registered name or ``module:object``) refers to -- the function, class or factory --
+    without building it; raises :class:`RewardPluginError` as :func:`get_reward` would."""
+    return _resolve(name)[0]
+
+
 def _resolve(name: str) -> tuple[Any, bool, str]:
     if not isinstance(name, str) or not name:
         raise RewardPluginError(f"reward name must be a non-empty string, got {name!r}")

@@ -171,14 +171,14 @@ def gated_reward_models(specs: Sequence[Any] | None) -> list[GatedRewardModel]:
 
     Specs whose plugin cannot be resolved are skipped: building the rewards reports them.
     """
-    from trl_lab.registry import RewardPluginError, _resolve
+    from trl_lab.registry import RewardPluginError, plugin_object
     from trl_lab.reward_specs import parse_reward_specs
     from trl_lab.rewards.learned_rm import LearnedRewardModel
 
     gated = []
     for spec in parse_reward_specs(specs):
         try:
-            target = _resolve(spec.name)[0]
+            target = plugin_object(spec.name)
         except RewardPluginError:
             continue
         if not (isinstance(target, type) and issubclass(target, LearnedRewardModel)):
