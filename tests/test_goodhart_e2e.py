@@ -269,3 +269,44 @@ def test_resume_picks_its_own_saved_state_and_stops_past_a_trigger(tmp_path, cap
     with caplog.at_level("WARNING", logger="trl_lab.callbacks.goodhart"):
         unknown.on_train_begin(args, TrainerState(global_step=7, stateful_callbacks=saved), TrainerControl())
     assert unknown.history == [] and "starts afresh" in caplog.text
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_rl_trainer_with_lora_resumes_the_detector_like_an_uninterrupted_run(tmp_path, tiny_model_dir, algorithm):
+    """The same crash-and-resume as above, under our GRPO / PPO trainers with a LoRA adapter and their checkpoints."""
+    from peft import LoraConfig
+
+    from tests.helpers import tiny_config
+    from trl_lab import PPOConfig, PPOTrainer
+
+    out = tmp_path / "out"
+    reference = uninterrupted_reference()
+
+    def grpo(callbacks):
+        torch.manual_seed(0)
+        common = dict(rewards=None, max_steps=len(ACCURACY), learning_rate=5e-2, max_completion_length=8,
+                      per_device_train_batch_size=2, save_strategy="steps", save_steps=2, logging_steps=1)
+        trainer_cls, args = (GRPOTrainer, tiny_args(tmp_path, **common)) if algorithm == "grpo" else (
+            PPOTrainer, tiny_config(PPOConfig, tmp_path, **common))
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+        return trainer_cls(model=str(tiny_model_dir), reward_funcs=[RisingReward()], args=args,
+                           train_dataset=gsm_rows(), callbacks=callbacks, peft_config=lora)
+
+    first_logs, first = ScriptedLogs(), GoodhartCallback("fake/proxy")
+    with pytest.raises(KeyboardInterrupt):
+        grpo([first_logs, first, CrashAfter(5)]).train()
+    assert [e["step"] for e in first.history] == [1, 2, 3, 4, 5] and not first.triggered
+
+    logs, goodhart = ScriptedLogs(), GoodhartCallback("fake/proxy")
+    trainer = grpo([logs, goodhart])
+    trainer.train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    assert trainer.state.global_step == goodhart.triggered_step == reference.triggered_step == 7
+    assert (goodhart.trigger_reason, goodhart.best_step) == ("collapse", 4)
+    assert goodhart.history == reference.history and goodhart.proxy_point == reference.proxy_point
+    # Step 4's adapter, trained by the crashed run, is what the resumed run ends with.
+    best = first_logs.weights[4]
+    assert any(not torch.equal(best[n], logs.weights[7][n]) for n in best)
+    trained = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(trained) == set(best)
+    for name, param in trained.items():
+        assert torch.equal(param.detach(), best[name]), name
