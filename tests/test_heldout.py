@@ -245,3 +245,100 @@ def test_proxy_reward_that_needs_a_missing_column_is_refused():
 
     with pytest.raises(ValueError, match="proxy reward 'needs_topic' needs column"):
         HeldOutAccuracyCallback(questions(2), proxy_rewards=[needs_topic])
+
+
+# ------------------------------------------------------------------------------------- vLLM path
+class FakeVLLMGeneration:
+    """TRL's ``VLLMGeneration`` interface (sampling attributes, ``sync_weights``, ``generate``), answered greedily
+    by the HF model itself so its completions can be compared with the ``model.generate`` path."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.temperature, self.top_p, self.top_k, self.min_p = 1.0, 0.9, 50, None
+        self.repetition_penalty, self.max_completion_length = 1.1, 7
+        self.generation_kwargs = {"temperature": 0.7, "stop": ["\n\n"]}
+        self.calls: list[dict] = []
+        self.syncs = 0
+
+    def sync_weights(self):
+        self.syncs += 1
+
+    def generate(self, prompts, images, num_generations, profiler=None):
+        self.calls.append({name: getattr(self, name) for name in (
+            "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_completion_length")}
+            | {"generation_kwargs": dict(self.generation_kwargs), "n_prompts": len(prompts), "images": images,
+               "num_generations": num_generations})
+        completions = []
+        for ids in prompts:
+            with torch.no_grad():
+                out = self.model.generate(torch.tensor([ids]), max_new_tokens=self.max_completion_length,
+                                          do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+            completions.append(out[0, len(ids):].tolist())
+        return prompts, completions, None, None
+
+
+def test_vllm_engine_is_used_greedily_with_fresh_weights_and_trl_settings_restored(trainer):
+    reference = HeldOutAccuracyCallback(questions(5), max_new_tokens=6, generation="transformers").bind(trainer)
+    expected = reference.evaluate()
+    engine = FakeVLLMGeneration(trainer.model, trainer.processing_class)
+    trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, engine, -1
+    cb = HeldOutAccuracyCallback(questions(5), max_new_tokens=6).bind(trainer)
+    got = cb.evaluate()
+    assert len(engine.calls) == 1 and engine.syncs == 1 and trainer._last_loaded_step == trainer.state.global_step
+    call = engine.calls[0]
+    assert (call["temperature"], call["top_p"], call["top_k"], call["min_p"], call["repetition_penalty"]) == (
+        0.0, 1.0, 0, 0.0, 1.0)
+    assert call["max_completion_length"] == 6 and call["generation_kwargs"] == {"stop": ["\n\n"]}
+    assert call["n_prompts"] == 5 and call["num_generations"] == 1 and call["images"] is None
+    # TRL's sampling settings are back for training.
+    assert (engine.temperature, engine.top_k, engine.max_completion_length) == (1.0, 50, 7)
+    assert engine.generation_kwargs == {"temperature": 0.7, "stop": ["\n\n"]}
+    # Same greedy answers as model.generate, cut at EOS, so the same numbers.
+    assert cb.last_completions == reference.last_completions
+    assert {k: v for k, v in got.items() if k != "heldout/eval_seconds"} == pytest.approx(
+        {k: v for k, v in expected.items() if k != "heldout/eval_seconds"})
+    cb.evaluate()  # same step: the weights are already in vLLM
+    assert engine.syncs == 1 and len(engine.calls) == 2
+
+
+def test_vllm_prompts_are_padded_to_the_largest_shard_and_results_trimmed(trainer):
+    from trl_lab.callbacks.heldout import generate_greedy_vllm
+
+    engine = FakeVLLMGeneration(trainer.model, trainer.processing_class)
+    trainer.vllm_generation, trainer._last_loaded_step = engine, trainer.state.global_step
+    ids, texts = generate_greedy_vllm(trainer, trainer.processing_class, ["What is 1 + 1?"], max_new_tokens=4,
+                                      per_process=3)
+    assert engine.calls[0]["n_prompts"] == 3 and len(ids) == len(texts) == 1 and engine.syncs == 0
+    ids, texts = generate_greedy_vllm(trainer, trainer.processing_class, [], max_new_tokens=4, per_process=2)
+    assert engine.calls[1]["n_prompts"] == 2 and ids == [] and texts == []
+    eos = trainer.processing_class.eos_token_id
+    engine.generate = lambda prompts, images, num_generations: (prompts, [[5, eos, 7, 8]] * len(prompts), None, None)
+    ids, _ = generate_greedy_vllm(trainer, trainer.processing_class, ["x"], max_new_tokens=4, per_process=1)
+    assert ids == [[5, eos]]  # cut after the first EOS, as the model.generate path does
+
+
+def test_vllm_generation_requires_an_engine(trainer):
+    cb = HeldOutAccuracyCallback(questions(2), max_new_tokens=4, generation="vllm").bind(trainer)
+    with pytest.raises(ValueError, match="no TRL vLLM engine"):
+        cb.evaluate()
+    with pytest.raises(ValueError, match="'auto', 'transformers' or 'vllm'"):
+        HeldOutAccuracyCallback(questions(2), generation="vlm")
+
+
+def test_trl_vllm_interface_the_callback_relies_on():
+    """The pinned TRL still has what generate_greedy_vllm touches (the real engine needs a GPU and vllm)."""
+    import inspect
+
+    import trl.trainer.grpo_trainer as grpo_module
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from trl_lab.callbacks.heldout import _VLLM_SAMPLING
+
+    assert list(inspect.signature(VLLMGeneration.generate).parameters)[:4] == [
+        "self", "prompts", "images", "num_generations"]
+    assert callable(VLLMGeneration.sync_weights)
+    init = inspect.getsource(VLLMGeneration.__init__)
+    for name in _VLLM_SAMPLING:
+        assert f"self.{name} = " in init, name
+    source = inspect.getsource(grpo_module.GRPOTrainer)
+    assert "self.vllm_generation = VLLMGeneration(" in source and "self._last_loaded_step" in source

@@ -57,6 +57,7 @@ def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments) -> No
         max_new_tokens=script_args.heldout_max_new_tokens,
         proxy_rewards=proxies,
         kl_to_ref=script_args.heldout_kl_to_ref,
+        generation=script_args.heldout_generation,
     ).bind(trainer)
     if script_args.goodhart:
         trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout))

@@ -42,6 +42,11 @@ class GSM8KScriptArguments:
         metadata={"help": "Also score the held-out completions with the training reward plugins, logged as "
                   "heldout/proxy/<plugin>: what the proxy thinks of the outputs accuracy is measured on."},
     )
+    heldout_generation: str = field(
+        default="auto",
+        metadata={"help": "Held-out generation: 'auto' (TRL's vLLM engine when --use_vllm, else model.generate), "
+                  "'transformers' or 'vllm'."},
+    )
     heldout_kl_to_ref: bool = field(
         default=True,
         metadata={"help": "Log heldout/kl_to_ref: the policy's per-token KL to its reference along the held-out answers, "

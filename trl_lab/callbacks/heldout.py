@@ -33,8 +33,9 @@ on every process, so each item is scored once and all processes log the same num
 
 Logging goes through ``transformers.Trainer.log`` rather than TRL's override: TRL's ``log`` would fold its
 pending training metrics (reward, KL, ...) into the held-out entry and clear them, so the training log of
-that step would lose them. Generation uses ``model.generate`` in batches; with TRL's vLLM generation on,
-the held-out set is still generated with ``generate`` (routing it through vLLM is future work).
+that step would lose them. Generation uses batched ``model.generate``, or, when the trainer generates with TRL's
+vLLM (``use_vllm``, colocate or server mode), that same vLLM engine with greedy sampling: the engine gets the
+current weights first (TRL's ``sync_weights``, once per step) and TRL's sampling settings are put back after.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from transformers import Trainer, TrainerCallback
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeldOutAccuracyCallback", "apply_prompt_template", "generate_greedy"]
+__all__ = ["HeldOutAccuracyCallback", "apply_prompt_template", "generate_greedy", "generate_greedy_vllm"]
 
 DEFAULT_EVAL_STEPS = 50
 
@@ -105,6 +106,50 @@ def generate_greedy(
     return ids_out, tokenizer.batch_decode(ids_out, skip_special_tokens=True)
 
 
+#: TRL's ``VLLMGeneration`` attributes that set sampling; overridden for greedy held-out generation, then restored.
+_VLLM_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_completion_length",
+                  "generation_kwargs")
+_GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}  # TRL: top_k 0 = off
+
+
+def generate_greedy_vllm(
+    trainer: Any, tokenizer: Any, texts: Sequence[str], *, max_new_tokens: int, per_process: int
+) -> tuple[list[list[int]], list[str]]:
+    """Greedy completions of ``texts`` with the trainer's TRL vLLM engine (``trainer.vllm_generation``).
+
+    Pushes the current weights to vLLM first when TRL has not yet done so for this step. ``per_process`` is the
+    largest number of texts any process has: every process sends that many (padding with its first text, or
+    with a one-token prompt when it has none) because TRL's server mode slices the gathered results by equal
+    counts. Token ids stop at the first EOS (included).
+    """
+    engine = trainer.vllm_generation
+    step = trainer.state.global_step
+    if getattr(trainer, "_last_loaded_step", None) != step:
+        engine.sync_weights()
+        trainer._last_loaded_step = step
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    filler = prompts[0] if prompts else [tokenizer.eos_token_id]
+    padded = prompts + [filler] * (per_process - len(prompts))
+    saved = {name: getattr(engine, name) for name in _VLLM_SAMPLING}
+    sampling_keys = {"n", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed"}
+    try:
+        for name, value in _GREEDY.items():
+            setattr(engine, name, value)
+        engine.max_completion_length = max_new_tokens
+        engine.generation_kwargs = {k: v for k, v in (saved["generation_kwargs"] or {}).items() if k not in sampling_keys}
+        _, completion_ids, _, _ = engine.generate(prompts=padded, images=None, num_generations=1)
+    finally:
+        for name, value in saved.items():
+            setattr(engine, name, value)
+    eos = tokenizer.eos_token_id
+    ids_out = []
+    for row in list(completion_ids)[: len(prompts)]:
+        row = list(row)
+        end = next((i + 1 for i, t in enumerate(row) if t == eos), len(row))
+        ids_out.append(row[:end])
+    return ids_out, tokenizer.batch_decode(ids_out, skip_special_tokens=True) if ids_out else []
+
+
 # ------------------------------------------------------------------------------------------- scoring
 def _as_reward(spec: str | Callable[..., Any], role: str) -> Any:
     from trl_lab.registry import as_reward
@@ -132,6 +177,8 @@ class HeldOutAccuracyCallback(TrainerCallback):
         format_reward: plugin logged as ``heldout/format_rate`` (mean reward), or ``None`` to skip.
         proxy_rewards: reward plugins (names or callables) whose mean on the held-out completions is logged as
             ``heldout/proxy/<plugin name>``; items where a plugin returns ``None`` are left out of its mean.
+        generation: ``"auto"`` (TRL's vLLM engine when the trainer uses vLLM, else ``model.generate``),
+            ``"transformers"`` or ``"vllm"`` (an error when the trainer has no vLLM engine).
         kl_to_ref: log ``heldout/kl_to_ref``. The reference is the trainer's ``ref_model``, else the PEFT base
             (adapters off; TRL's ``"ref"`` adapter if it made one), else a frozen copy of the model taken at the
             first evaluation (one more copy of the weights; a warning says so, and when that evaluation is not
@@ -164,6 +211,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         format_reward: str | Callable[..., Any] | None = "gsm8k_format",
         proxy_rewards: Sequence[str | Callable[..., Any]] = (),
         kl_to_ref: bool = True,
+        generation: str = "auto",
         batch_size: int = 16,
         max_new_tokens: int = 512,
         table_size: int = 8,
@@ -200,6 +248,9 @@ class HeldOutAccuracyCallback(TrainerCallback):
                                  f"set has {sorted(columns)}")
         self.eval_steps = eval_steps
         self.kl_to_ref = kl_to_ref
+        if generation not in ("auto", "transformers", "vllm"):
+            raise ValueError(f"held-out generation must be 'auto', 'transformers' or 'vllm', got {generation!r}")
+        self.generation = generation
         self._reference: Any = None
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
@@ -286,14 +337,20 @@ class HeldOutAccuracyCallback(TrainerCallback):
 
             progress = tqdm(total=len(mine), desc=f"held-out eval @ step {step}", unit="item", leave=False)
         with _generation_mode(model, accelerator, args=trainer.args) as gen_model:
-            ids, texts = generate_greedy(
-                gen_model,
-                tokenizer,
-                [self._texts[i] for i in mine],
-                max_new_tokens=self.max_new_tokens,
-                batch_size=self.batch_size,
-                progress=progress,
-            )
+            if self._uses_vllm(trainer):
+                ids, texts = generate_greedy_vllm(trainer, tokenizer, [self._texts[i] for i in mine],
+                                                  max_new_tokens=self.max_new_tokens, per_process=math.ceil(n / world))
+                if progress is not None:
+                    progress.update(len(mine))
+            else:
+                ids, texts = generate_greedy(
+                    gen_model,
+                    tokenizer,
+                    [self._texts[i] for i in mine],
+                    max_new_tokens=self.max_new_tokens,
+                    batch_size=self.batch_size,
+                    progress=progress,
+                )
             kls = self._kl_to_ref(gen_model, tokenizer, mine, ids, step) if self.kl_to_ref else [None] * len(mine)
         if progress is not None:
             progress.close()
@@ -343,6 +400,12 @@ class HeldOutAccuracyCallback(TrainerCallback):
             entry[f"proxy/{reward.name}"] = metrics[f"heldout/proxy/{reward.name}"] = (
                 sum(values) / len(values) if values else float("nan"))
         return metrics
+
+    def _uses_vllm(self, trainer: Trainer) -> bool:
+        available = bool(getattr(trainer, "use_vllm", False)) and getattr(trainer, "vllm_generation", None) is not None
+        if self.generation == "vllm" and not available:
+            raise ValueError("held-out generation='vllm' but the trainer has no TRL vLLM engine (set use_vllm=True)")
+        return available and self.generation != "transformers"
 
     def _kl_to_ref(self, model: Any, tokenizer: Any, indices: list[int], ids: list[list[int]],
                    step: int) -> list[tuple[float, int]]:
