@@ -3,11 +3,14 @@
 1. Throughput (items/s): ``HeldOutAccuracyCallback.evaluate()`` (chat template, greedy batched generation with
    left padding, checker + format scoring, gather, JSONL table) vs a plain loop of ``model.generate`` on the
    same prompts with the same batch size and budget, on the same model (LoRA adapters active, as in training).
-   Runs alternate (A B A B ...) so machine drift hits both alike. Goal: callback / plain >= 0.95.
+   Runs alternate (A B C, then reversed, ...) so machine drift hits all alike. Goal: callback / plain >= 0.95,
+   with the callback's KL monitor off (``kl_to_ref=False``: generation and scoring only). The same evaluation with
+   ``heldout/kl_to_ref`` on (the default: two teacher-forced forward passes, policy and reference) is timed too,
+   and its cost is printed as a share of the evaluation.
 2. Share of training time at the default cadence: one GRPO step (the CPU demo's settings: batch 8 x 4
    generations, 128 new tokens, LoRA r16) is timed, and a held-out evaluation of ``--heldout-size`` items
    every ``--eval-steps`` steps is extrapolated from the measured items/s:
-   ``eval / (eval_steps * step + eval)``.
+   ``eval / (eval_steps * step + eval)``, with the default evaluation (KL monitor on).
 
     python bench/heldout_eval.py                 # embedded SmolLM2-135M-Instruct, 32 items, 128 new tokens
     python bench/heldout_eval.py --model tiny    # the tiny random model: seconds, for a smoke test
@@ -98,10 +101,13 @@ def main() -> None:
     )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = GRPOTrainer(model=model_path, args=config, train_dataset=train, peft_config=lora)
-    callback = HeldOutAccuracyCallback(
-        data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, eval_on_train_begin=False,
-        eval_on_last_step=False, eval_steps=10**9, metrics_log=False, show_progress=False,
-    ).bind(trainer)
+    def make_callback(kl_to_ref: bool) -> HeldOutAccuracyCallback:
+        return HeldOutAccuracyCallback(
+            data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, eval_on_train_begin=False,
+            eval_on_last_step=False, eval_steps=10**9, metrics_log=False, show_progress=False, kl_to_ref=kl_to_ref,
+        ).bind(trainer)
+
+    callback, callback_kl = make_callback(False), make_callback(True)
     model, tokenizer = trainer.model, trainer.processing_class
     prompts = list(data["prompt"])
     print(f"{model_name}, {args.items} held-out items ({data_name}), batch {args.batch_size}, "
@@ -114,13 +120,15 @@ def main() -> None:
     warm.bind(trainer).evaluate()
     trainer.remove_callback(warm)
 
-    times: dict[str, list[float]] = {"callback": [], "plain": []}
+    times: dict[str, list[float]] = {"callback": [], "plain": [], "callback+kl": []}
     for r in range(args.repeats):
-        order = ["callback", "plain"] if r % 2 == 0 else ["plain", "callback"]
+        order = list(times) if r % 2 == 0 else list(reversed(times))
         for name in order:
             t0 = time.perf_counter()
             if name == "callback":
                 metrics = callback.evaluate()
+            elif name == "callback+kl":
+                kl_metrics = callback_kl.evaluate()
             else:
                 plain_texts = plain_generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
             times[name].append(time.perf_counter() - t0)
@@ -146,14 +154,18 @@ def main() -> None:
     step = statistics.median(step_times[1:]) if len(step_times) > 1 else step_times[0]
 
     cb_s, plain_s = statistics.median(times["callback"]), statistics.median(times["plain"])
+    kl_s = statistics.median(times["callback+kl"])
     cb_rate, plain_rate = args.items / cb_s, args.items / plain_s
-    eval_full = args.heldout_size / cb_rate
+    eval_full = args.heldout_size / (args.items / kl_s)  # the default evaluation: KL monitor on
     share = eval_full / (args.eval_steps * step + eval_full)
     print()
     print(f"{'':10s} {'median s':>9s} {'items/s':>8s}")
     print(f"{'callback':10s} {cb_s:9.2f} {cb_rate:8.2f}")
     print(f"{'plain':10s} {plain_s:9.2f} {plain_rate:8.2f}")
-    print(f"throughput ratio callback / plain: {cb_rate / plain_rate:.3f}  (goal >= 0.95)")
+    print(f"{'+kl_to_ref':10s} {kl_s:9.2f} {args.items / kl_s:8.2f}")
+    print(f"throughput ratio callback / plain: {cb_rate / plain_rate:.3f}  (goal >= 0.95; KL monitor off)")
+    print(f"heldout/kl_to_ref adds {kl_s / cb_s - 1:+.1%} to an evaluation "
+          f"(kl_to_ref {kl_metrics['heldout/kl_to_ref']:.4f}; 0 expected: fresh LoRA adapter = reference)")
     print(f"last held-out accuracy {metrics['heldout/accuracy']:.3f} ± {metrics['heldout/accuracy_stderr']:.3f}, "
           f"mean length {metrics['heldout/mean_length']:.1f} tokens")
     print(f"GRPO step (batch 8 x 4 generations, {args.max_new_tokens} new tokens, LoRA r16): median {step:.2f}s "
