@@ -31,8 +31,9 @@ def test_splits_are_disjoint_and_load_as_local_gsm8k(tmp_path):
     train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     test = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
     assert len(train) == info["train"] == 300
-    assert len(test) == info["test"] == 100 - info["test_dropped_as_in_train"] > 0
+    assert len(test) == info["test"] == 100 - info["test_dropped_as_repeats"] > 0
     assert not {r["question"] for r in train} & {r["question"] for r in test}
+    assert len({r["question"] for r in test}) == len(test)  # each held-out question once
     # Seeds s and s+1 would give the same items shifted by one: the test stream must not be that.
     shifted = task_rows("chain_sum", 100, seed=1, **CHAIN_SUM)
     assert len({r["question"] for r in shifted} & {r["question"] for r in train}) > 90  # (why the offset exists)

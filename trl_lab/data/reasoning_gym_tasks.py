@@ -4,15 +4,15 @@ The GSM8K job reads ``{train,test}.jsonl`` of ``{"question", "answer"}`` rows (`
 :func:`write_task_jsonl` writes such files from a reasoning-gym generator (``chain_sum``, ``basic_arithmetic``,
 ``leg_counting``, ...): answers become ``#### N``, so the ``gsm8k`` checker scores them unchanged. Use it when
 the model needs a task it can already partly solve -- e.g. a 135M model scores ~3% on GSM8K, too little for
-held-out accuracy to rise or fall measurably, but ~28% on two-term ``chain_sum``.
+held-out accuracy to rise or fall measurably, but ~40% on one-digit two-term ``chain_sum`` (~28% with two digits).
 
 Splits: reasoning-gym draws item ``i`` from ``Random(seed + i)``, so seeds ``s`` and ``s + 1`` give the same items
 shifted by one. ``train`` uses seeds ``seed ..`` and ``test`` seeds ``seed + TEST_SEED_OFFSET ..`` (disjoint streams),
-and test questions that also occur in train (same numbers drawn) are dropped and counted, so the held-out set is
-never trained on.
+and test questions that also occur in train (same numbers drawn) or earlier in test are dropped and counted, so
+the held-out set is never trained on and counts each question once.
 
-    trl-lab make-task chain_sum outputs/tasks/chain_sum --train_size 2000 --test_size 200 \\
-        --config '{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}'
+    trl-lab make-task chain_sum outputs/tasks/chain_sum_1digit --train_size 100 --test_size 400 \\
+        --config '{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}'
 """
 
 from __future__ import annotations
@@ -75,7 +75,11 @@ def write_task_jsonl(
     train = task_rows(name, train_size, seed=seed, **config)
     test_all = task_rows(name, test_size, seed=seed + TEST_SEED_OFFSET, **config)
     seen = {row["question"] for row in train}
-    test = [row for row in test_all if row["question"] not in seen]
+    test = []
+    for row in test_all:  # each held-out question once (a repeat would count twice in accuracy), none from train
+        if row["question"] not in seen:
+            seen.add(row["question"])
+            test.append(row)
     if not test:
         raise ValueError(f"reasoning-gym task {name!r}: every test question also occurs in train (config {config})")
     out = Path(out_dir)
@@ -85,6 +89,6 @@ def write_task_jsonl(
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     info = {"task": name, "config": config, "train_seed": seed, "test_seed": seed + TEST_SEED_OFFSET, "train": len(train),
-            "test": len(test), "test_dropped_as_in_train": len(test_all) - len(test)}
+            "test": len(test), "test_dropped_as_repeats": len(test_all) - len(test)}
     (out / "task.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
