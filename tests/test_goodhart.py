@@ -116,6 +116,36 @@ def test_no_goodhart_trigger_when_proxy_falls_too_but_collapse_still_fires():
     assert feed(cb, collapse, falling_proxy) == 6 and cb.trigger_reason == "collapse"
 
 
+def test_peak_at_the_step_zero_evaluation_compares_the_proxy_with_its_first_value(tmp_path):
+    """Best at step 0, evaluated before any proxy was logged (a hack from the first step on): the rise is measured
+    from the proxy's first logged value. Before the fix the proxy point was NaN and the rule could never fire."""
+    falling = [0.60, 0.58, 0.50, 0.45, 0.45, 0.45]
+    cb = GoodhartCallback(proxy_ema=1.0)
+    state, control, args = TrainerState(), TrainerControl(), hook_args(tmp_path)
+    src = FakeHeldout()
+    cb.heldout = src
+    for step in range(0, 31):
+        state.global_step = step
+        logs = {} if step == 0 else {"reward": 0.5 + 0.01 * step}  # no training reward before the first step
+        if step % 5 == 0:
+            items = items_for(falling[step // 5], seed=step)
+            src.last_items, src.last_step = items.tolist(), step
+            logs["heldout/accuracy"] = float(items.mean())
+        cb.on_log(args, state, control, logs=logs)
+        if control.should_training_stop:
+            break
+    assert cb.history[0]["step"] == 0 and math.isnan(cb.history[0]["proxy"])
+    assert cb.best_step == 0 and cb.first_proxy == pytest.approx(0.51)
+    assert cb.triggered and cb.trigger_reason == "goodhart" and cb.triggered_step == 20
+    assert cb.proxy_point == pytest.approx(0.51)  # reported: where the proxy started
+    # A proxy that never rose above its first value still does not make a Goodhart verdict.
+    flat = GoodhartCallback()
+    for k, gold in enumerate(falling):
+        proxy = math.nan if k == 0 else 0.5
+        flat.observe(5 * k, proxy, gold, items_for(gold, seed=k))
+    assert not flat.triggered and flat.first_proxy == 0.5
+
+
 def test_single_bad_evaluation_is_not_enough():
     dip = [0.30, 0.45, 0.55, 0.60, 0.62, 0.61, 0.48, 0.61, 0.62, 0.60, 0.48, 0.61]
     cb = GoodhartCallback()

@@ -83,7 +83,9 @@ class GoodhartCallback(TrainerCallback, ExportableState):
     evaluations (more chances), so raise ``z_threshold`` for much longer runs.
 
     **On trigger**: ``control.should_training_stop = True``; ``triggered_step``, ``trigger_reason``,
-    ``best_step``, ``best_gold`` (smoothed) and ``proxy_point`` (smoothed proxy at the best step) are set;
+    ``best_step``, ``best_gold`` (smoothed) and ``proxy_point`` (smoothed proxy at the best step; when the best
+    step is the evaluation before the first step, which has no proxy yet, the first proxy value logged after it)
+    are set;
     ``goodhart.json`` is written to ``args.output_dir``; with ``restore_best`` the trainable parameters
     (the adapter for LoRA) of the best step are copied back into the model in ``on_train_end``. They are
     snapshotted in CPU memory at each evaluation that may become the best, and written to
@@ -140,6 +142,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         self.best_ref: dict[str, Any] | None = None  # reference: gold, se, items (pooled window)
         self.proxy_point: float | None = None
         self.proxy_smoothed: float | None = None
+        self.first_proxy: float | None = None  # the proxy's first finite value: its level when training began
         self.consecutive = 0
         self.triggered_step: int | None = None
         self.trigger_reason: str | None = None
@@ -178,6 +181,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         if items is not None and items.size == 0:
             items = None
         se = self._stderr(gold, items, gold_stderr)
+        if self.first_proxy is None and math.isfinite(proxy):
+            self.first_proxy = float(proxy)
         if model is not None:
             self._snapshots[int(step)] = _trainable_state(model)
         self.history.append({"step": int(step), "gold": float(gold), "proxy": float(proxy), "se": se,
@@ -267,8 +272,14 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             return None
         if self.proxy_metric is None:
             return "gold_drop"
-        if self.proxy_point is None or not math.isfinite(proxy) or not math.isfinite(self.proxy_point):
+        if not math.isfinite(proxy):
             return None
+        if self.proxy_point is None or not math.isfinite(self.proxy_point):
+            # The best step came before any proxy was logged (the step-0 evaluation, when the proxy starts
+            # pulling from the first step on): its proxy level is where the proxy started.
+            if self.first_proxy is None:
+                return None
+            self.proxy_point = self.first_proxy
         return "goodhart" if proxy - self.proxy_point > self.proxy_min_rise else None
 
     # ----------------------------------------------------------------------------------- weights
@@ -387,6 +398,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                 },
                 "proxy_point": self.proxy_point,
                 "proxy_smoothed": self.proxy_smoothed,
+                "first_proxy": self.first_proxy,
                 "consecutive": self.consecutive,
                 "triggered_step": self.triggered_step,
                 "trigger_reason": self.trigger_reason,
@@ -430,6 +442,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         if isinstance(value, (int, float)) and math.isfinite(value):
             prev = self.proxy_smoothed
             self.proxy_smoothed = float(value) if prev is None else prev + self.proxy_ema * (value - prev)
+            if self.first_proxy is None:
+                self.first_proxy = self.proxy_smoothed
         self._maybe_observe(args, state, control, logs, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
