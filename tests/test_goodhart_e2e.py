@@ -182,6 +182,15 @@ def uninterrupted_reference() -> GoodhartCallback:
     raise AssertionError("the reference never triggered")
 
 
+def assert_ends_with_best_adapter(trainer, best, last) -> None:
+    """Training moved the trainable weights after the best step, and the model ends with the best step's ones."""
+    assert any(not torch.equal(best[n], last[n]) for n in best)
+    trained = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(trained) == set(best)
+    for name, param in trained.items():
+        assert torch.equal(param.detach(), best[name]), name
+
+
 @pytest.mark.parametrize("restore_flag", [False, True], ids=["default-resume", "restore_callback_states"])
 def test_resume_from_checkpoint_continues_the_detector(tmp_path, tiny_model_dir, restore_flag):
     out = tmp_path / "out"
@@ -238,12 +247,7 @@ def test_resume_from_checkpoint_continues_the_detector(tmp_path, tiny_model_dir,
     # The best step (4) was trained by run 1; the checkpoint at step 6 came before the trigger. Its weights,
     # written at the step-4 save, must survive that save and be the ones put back after the trigger.
     assert (out / "checkpoint-6").is_dir()
-    best = first_logs.weights[4]
-    assert any(not torch.equal(best[n], logs.weights[7][n]) for n in best)
-    trained = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
-    assert set(trained) == set(best)
-    for name, param in trained.items():
-        assert torch.equal(param.detach(), best[name]), name
+    assert_ends_with_best_adapter(trainer, best=first_logs.weights[4], last=logs.weights[7])
 
 
 def test_resume_picks_its_own_saved_state_and_stops_past_a_trigger(tmp_path, caplog):
@@ -304,9 +308,4 @@ def test_rl_trainer_with_lora_resumes_the_detector_like_an_uninterrupted_run(tmp
     assert (goodhart.trigger_reason, goodhart.best_step) == ("collapse", 4)
     assert goodhart.history == reference.history and goodhart.proxy_point == reference.proxy_point
     # Step 4's adapter, trained by the crashed run, is what the resumed run ends with.
-    best = first_logs.weights[4]
-    assert any(not torch.equal(best[n], logs.weights[7][n]) for n in best)
-    trained = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
-    assert set(trained) == set(best)
-    for name, param in trained.items():
-        assert torch.equal(param.detach(), best[name]), name
+    assert_ends_with_best_adapter(trainer, best=first_logs.weights[4], last=logs.weights[7])

@@ -79,11 +79,13 @@ def frozen_copy(policy: Any) -> Reference:
     return Reference("copy", model=model)
 
 
-def _log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def _log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probs at the ``target`` positions only, ``(n_targets, vocab)``: the vocabulary-wide softmax
+    is the costly part, and prompt and padding positions do not need it."""
     logits = getattr(model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False), "logits", None)
     if logits is None:
         raise TypeError(f"KL to reference: {type(model).__name__}'s forward returned no logits (a patched forward?)")
-    return F.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
+    return F.log_softmax(logits[:, :-1][target].float(), dim=-1)  # position t predicts token t + 1
 
 
 @torch.no_grad()
@@ -119,10 +121,11 @@ def token_kl(
             attention[row, : len(p) + len(c)] = 1
             target[row, len(p) - 1 : len(p) + len(c) - 1] = True
         ids, attention, target = ids.to(device), attention.to(device), target.to(device)
-        logp = _log_probs(policy, ids, attention)
+        logp = _log_probs(policy, ids, attention, target)
         with reference.active(policy) as ref:
-            logq = _log_probs(ref, ids, attention)
+            logq = _log_probs(ref, ids, attention, target)
         kl = (logp.exp() * (logp - logq)).sum(-1).clamp_min(0.0)  # exact KL per position; clamp rounding below 0
-        kl = kl * target
-        results.extend(zip(kl.sum(-1).tolist(), target.sum(-1).tolist()))
+        rows = target.nonzero()[:, 0]  # the sequence of each target position, in the order of `kl`
+        sums = torch.zeros(len(pairs), dtype=kl.dtype, device=kl.device).index_add_(0, rows, kl)
+        results.extend(zip(sums.tolist(), target.sum(-1).tolist()))
     return [(float(s), int(n)) for s, n in results]

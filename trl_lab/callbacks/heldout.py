@@ -252,6 +252,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
             raise ValueError(f"held-out generation must be 'auto', 'transformers' or 'vllm', got {generation!r}")
         self.generation = generation
         self._reference: Any = None
+        self._prompt_ids: dict[int, list[int]] = {}
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.table_size = table_size
@@ -422,14 +423,13 @@ class HeldOutAccuracyCallback(TrainerCallback):
                 self._reference = frozen_copy(model)
         if not indices:
             return []
-        prompts = [self._tokenizer_ids(tokenizer, self._texts[i]) for i in indices]
+        for i in indices:  # the same prompts at every evaluation: tokenized once, as generate_greedy encodes them
+            if i not in self._prompt_ids:
+                self._prompt_ids[i] = tokenizer(self._texts[i], add_special_tokens=False)["input_ids"]
+        prompts = [self._prompt_ids[i] for i in indices]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return token_kl(model, self._reference, prompts, ids, pad_token_id=pad,
                         batch_size=max(1, min(self.batch_size, 4)))
-
-    @staticmethod
-    def _tokenizer_ids(tokenizer: Any, text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]  # as generate_greedy encodes it
 
     def _score(
         self, indices: list[int], ids: list[list[int]], texts: list[str], state: Any
