@@ -66,6 +66,20 @@ def apply_prompt_template(prompt: Any, tokenizer: Any) -> str:
     return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
 
 
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The ids that end a completion: the model's generation config, else the tokenizer's EOS."""
+    eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos if isinstance(eos, (list, tuple)) else [eos])
+
+
+def _cut_at_eos(row: Sequence[int], eos_ids: set[int]) -> list[int]:
+    """``row`` up to and including its first EOS (all of it when there is none)."""
+    row = list(row)
+    return row[: next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))]
+
+
 def generate_greedy(
     model: Any,
     tokenizer: Any,
@@ -80,10 +94,7 @@ def generate_greedy(
 
     The token ids stop at the first EOS (included). ``progress`` is an optional tqdm bar advanced per item.
     """
-    eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+    eos_ids = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids))
     device = next(model.parameters()).device
     padding_side = tokenizer.padding_side
@@ -96,9 +107,7 @@ def generate_greedy(
             out = model.generate(
                 **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=list(eos_ids)
             )
-            for row in out[:, enc["input_ids"].shape[1] :].tolist():
-                end = next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))
-                ids_out.append(row[:end])
+            ids_out += [_cut_at_eos(row, eos_ids) for row in out[:, enc["input_ids"].shape[1] :].tolist()]
             if progress is not None:
                 progress.update(len(batch))
     finally:
@@ -120,7 +129,7 @@ def generate_greedy_vllm(
     Pushes the current weights to vLLM first when TRL has not yet done so for this step. ``per_process`` is the
     largest number of texts any process has: every process sends that many (padding with its first text, or
     with a one-token prompt when it has none) because TRL's server mode slices the gathered results by equal
-    counts. Token ids stop at the first EOS (included).
+    counts. Token ids stop at the first EOS (included), the same EOS ids as :func:`generate_greedy`.
     """
     engine = trainer.vllm_generation
     step = trainer.state.global_step
@@ -141,12 +150,8 @@ def generate_greedy_vllm(
     finally:
         for name, value in saved.items():
             setattr(engine, name, value)
-    eos = tokenizer.eos_token_id
-    ids_out = []
-    for row in list(completion_ids)[: len(prompts)]:
-        row = list(row)
-        end = next((i + 1 for i, t in enumerate(row) if t == eos), len(row))
-        ids_out.append(row[:end])
+    eos_ids = _eos_ids(trainer.accelerator.unwrap_model(trainer.model), tokenizer)
+    ids_out = [_cut_at_eos(row, eos_ids) for row in list(completion_ids)[: len(prompts)]]
     return ids_out, tokenizer.batch_decode(ids_out, skip_special_tokens=True) if ids_out else []
 
 
