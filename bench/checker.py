@@ -29,7 +29,6 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 LABELLED = REPO / "tests" / "data" / "gsm8k_labelled.jsonl"
 GSM8K_TEST = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"

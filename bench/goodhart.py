@@ -1,6 +1,6 @@
 """GoodhartCallback vs transformers' EarlyStoppingCallback on simulated noisy runs, side by side.
 
-Every detector sees the same runs from :mod:`trl_lab.goodhart_sim` (n=500 held-out items per evaluation,
+Every detector sees the same runs from :mod:`trl_lab.testing.goodhart_sim` (n=500 held-out items per evaluation,
 40-45 evaluations per run): healthy runs that rise then plateau, hacked runs whose accuracy peaks then
 declines slowly (0.75-1.5 points/eval) or fast (2.5-5 points/eval) while the reward keeps rising, and sudden
 collapses (15-40 points at once). Columns:
@@ -32,7 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from trl_lab.callbacks import GoodhartCallback
-from trl_lab.goodhart_sim import SCENARIOS, Outcome, SimRun, score, simulate
+from trl_lab.testing.goodhart_sim import SCENARIOS, Outcome, SimRun, score, simulate
 
 Detector = Callable[[SimRun], tuple[int | None, int | None]]  # run -> (fired at, restored evaluation)
 

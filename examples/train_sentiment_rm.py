@@ -1,110 +1,12 @@
-"""Train the "rewards cheer" sentiment reward model with trl_lab's ``RewardTrainer`` (TRL's, plus its checks).
+"""Train the "rewards cheer" sentiment reward model on generated upbeat-vs-flat pairs.
 
     python examples/train_sentiment_rm.py                                  # tiny random base, about 10 s on CPU
     python examples/train_sentiment_rm.py --model_name_or_path smollm2-135m-instruct --max_steps 200
 
-The pairs come from :mod:`trl_lab.data.sentiment_pairs` (an upbeat vs a flat/negative phrasing of the same
-content). The trained scalar-head model is saved to ``--output_dir`` (default ``outputs/sentiment_rm``), then
-reloaded through ``learned_rm`` and scored on held-out pairs (content sentences never seen in training); the
-pair accuracy is printed. Use it in a config as::
-
-    rewards:
-      - {name: sentiment, kwargs: {backend: learned, path: outputs/sentiment_rm}}
-
-``--model_name_or_path tiny`` (the default) builds a tiny random Llama (hidden size 32) as the base, so the
-script runs offline in seconds; any embedded name, hub id or directory works too. All of TRL's
-``RewardConfig`` and ``ModelConfig`` flags are accepted (``--use_peft --lora_task_type SEQ_CLS`` trains a LoRA
-adapter plus the head, which ``learned_rm`` loads from the adapter directory).
+The job is :mod:`trl_lab.scripts.train_sentiment_rm`.
 """
 
-from __future__ import annotations
-
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-from trl import ModelConfig, TrlParser, get_peft_config
-
-from trl_lab.data.sentiment_pairs import sentiment_pairs, sentiment_pairs_dataset
-from trl_lab.reward_training import RewardConfig, RewardTrainer
-
-DEFAULTS = {
-    "output_dir": "outputs/sentiment_rm",
-    "max_steps": 60,
-    "per_device_train_batch_size": 16,
-    "learning_rate": 3e-3,
-    "lr_scheduler_type": "constant",
-    "logging_steps": 20,
-    "save_strategy": "no",
-    "report_to": "none",
-    "bf16": False,
-    "use_cpu": True,
-    "seed": 0,
-    "max_length": 128,
-    "disable_tqdm": True,
-    "activation_checkpointing": False,
-}
-
-
-@dataclass
-class SentimentRMArguments:
-    """How many generated pairs to train and evaluate on."""
-
-    train_pairs: int = field(default=512, metadata={"help": "Generated training pairs."})
-    eval_pairs: int = field(default=128, metadata={"help": "Held-out pairs (unseen content) for the final accuracy."})
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[SentimentRMArguments, RewardConfig, ModelConfig]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    given = {a.split("=")[0][2:] for a in argv if a.startswith("--")}
-    defaults = [x for k, v in DEFAULTS.items() if k not in given for x in (f"--{k}", str(v))]
-    if "model_name_or_path" not in given:
-        defaults += ["--model_name_or_path", "tiny"]
-    parser = TrlParser((SentimentRMArguments, RewardConfig, ModelConfig))
-    return parser.parse_args_and_config([*defaults, *argv])
-
-
-def resolve_base(name: str, output_dir: str) -> str:
-    """``tiny``: build a tiny random chat model under ``<output_dir>/tiny_base``; otherwise an embedded name/path."""
-    if name == "tiny":
-        from trl_lab.testing import save_tiny_chat_model
-
-        return str(save_tiny_chat_model(Path(output_dir) / "tiny_base"))
-    from trl_lab.embedded_model import resolve_model_path
-
-    return resolve_model_path(name)
-
-
-def pair_accuracy(reward: Any, pairs: list[dict[str, str]]) -> float:
-    """Fraction of pairs whose ``chosen`` text the reward scores above the ``rejected`` one."""
-    chosen = reward(prompts=None, completions=[p["chosen"] for p in pairs])
-    rejected = reward(prompts=None, completions=[p["rejected"] for p in pairs])
-    return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    script_args, args, model_args = parse_args(argv)
-    base = resolve_base(model_args.model_name_or_path, args.output_dir)
-    args.model_init_kwargs = {"dtype": model_args.dtype, "trust_remote_code": args.trust_remote_code,
-                              **(args.model_init_kwargs or {})}
-    trainer = RewardTrainer(
-        model=base,
-        args=args,
-        train_dataset=sentiment_pairs_dataset(script_args.train_pairs, split="train", seed=args.seed),
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.train()
-    trainer.save_model(args.output_dir)  # with the tokenizer, right-padded, as learned_rm loads it
-
-    from trl_lab.rewards.learned_rm import LearnedRewardModel
-
-    reward = LearnedRewardModel(args.output_dir, device="cpu" if args.use_cpu else None, with_prompt=False)
-    accuracy = pair_accuracy(reward, sentiment_pairs(script_args.eval_pairs, split="test", seed=args.seed))
-    print(f"Saved the sentiment reward model to {args.output_dir}; held-out pair accuracy {accuracy:.3f} "
-          f"on {script_args.eval_pairs} pairs after {trainer.state.global_step} steps")
-    return {"output_dir": args.output_dir, "accuracy": accuracy, "steps": trainer.state.global_step}
-
+from trl_lab.scripts.train_sentiment_rm import main
 
 if __name__ == "__main__":
     main()

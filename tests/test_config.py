@@ -7,8 +7,8 @@ import yaml
 from trl import ModelConfig, TrlParser
 
 from trl_lab import GRPOConfig, RewardPluginError, RewardSpec, build_rewards, parse_reward_specs
-from trl_lab.reward_specs import parse_reward_spec
-from trl_lab.script_args import GSM8KScriptArguments
+from trl_lab.rewards.specs import parse_reward_spec
+from trl_lab.scripts.grpo_gsm8k import GSM8KScriptArguments
 
 
 def parse(argv, tmp_path=None, config=None):
@@ -121,3 +121,27 @@ def test_shipped_example_configs_parse():
         funcs, weights = build_rewards(train.rewards)
         assert funcs and len(funcs) == len(weights), path
         assert model.model_name_or_path, path
+
+
+def test_config_rewards_are_typed_spec_mappings_and_cli_errors_keep_their_message(capsys):
+    from trl_lab.rewards.specs import RewardSpecDict, RewardSpecError
+
+    _, train, _ = parse([*BASE, "--rewards", "gsm8k", "gsm8k_format=0.5"])
+    assert all(type(r) is RewardSpecDict for r in train.rewards)
+    assert "RewardSpecDict" in str(GRPOConfig.__dataclass_fields__["rewards"].type)
+    with pytest.raises(SystemExit):
+        parse([*BASE, "--rewards", "gsm8k_format=lots"])
+    err = capsys.readouterr().err
+    assert "weight of reward 'gsm8k_format' must be a number, got 'lots'" in err  # not argparse's "invalid value"
+    with pytest.raises(RewardSpecError, match="must be finite") as exc:
+        RewardSpecDict("gsm8k=inf")
+    assert isinstance(exc.value, ValueError)
+
+
+def test_gsm8k_job_arguments_are_trl_script_arguments():
+    import trl
+
+    script, _, _ = parse([*BASE, "--dataset_name", "me/my-gsm8k", "--dataset_test_split", "validation"])
+    assert isinstance(script, trl.ScriptArguments)
+    assert (script.dataset_name, script.dataset_test_split) == ("me/my-gsm8k", "validation")
+    assert script.dataset_kwargs()["hub_id"] == "me/my-gsm8k" and script.dataset_kwargs()["hub_config"] == "main"

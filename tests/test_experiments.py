@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.helpers import write_tiny_run_config
-from trl_lab.experiments import format_summary, run_summary
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def example(name: str):
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+from trl_lab.report import format_summary, run_summary
+from trl_lab.scripts import grpo_gsm8k, kl_sweep
 
 
 def sentiment_run_config(tmp_path, tiny_model_dir, shared_gsm8k, **extra):
@@ -29,10 +18,9 @@ def sentiment_run_config(tmp_path, tiny_model_dir, shared_gsm8k, **extra):
     return write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k, **{**settings, **extra})
 
 
-def test_reward_hacking_logs_the_proxy_on_heldout_answers_and_summarises(tmp_path, tiny_model_dir, shared_gsm8k,
-                                                                        capsys):
+def test_reward_hacking_logs_the_proxy_on_heldout_answers_and_summarises(tmp_path, tiny_model_dir, shared_gsm8k):
     config = sentiment_run_config(tmp_path, tiny_model_dir, shared_gsm8k)
-    trainer = example("reward_hacking").main(["--config", str(config), "--use_cpu", "true"])
+    trainer = grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true"])
     held = [e for e in trainer.state.log_history if "heldout/accuracy" in e]
     assert [e["step"] for e in held] == [0, 1, 2]
     # The sentiment reward scored the very completions accuracy was measured on.
@@ -47,14 +35,14 @@ def test_reward_hacking_logs_the_proxy_on_heldout_answers_and_summarises(tmp_pat
     assert summary["initial_heldout/proxy/sentiment"] == held[0]["heldout/proxy/sentiment"]
     assert summary["final_heldout/proxy/sentiment"] == held[-1]["heldout/proxy/sentiment"]
     assert summary["first_heldout_completion"]["step"] == 0 and summary["last_heldout_completion"]["step"] == 2
-    out = capsys.readouterr().out
+    out = format_summary(summary)
     assert "heldout/proxy/sentiment" in out and "Goodhart detector" in out
 
 
 def test_kl_sweep_runs_each_beta_alike_and_overlays_them(tmp_path, tiny_model_dir, shared_gsm8k):
     config = sentiment_run_config(tmp_path, tiny_model_dir, shared_gsm8k, heldout_eval_steps=2)
-    result = example("kl_sweep").main(["--betas", "0.1", "0", "--sweep_dir", str(tmp_path / "sweep"),
-                                       "--config", str(config), "--use_cpu", "true"])
+    result = kl_sweep.main(["--betas", "0.1", "0", "--sweep_dir", str(tmp_path / "sweep"),
+                            "--config", str(config), "--use_cpu", "true"])
     sweep = tmp_path / "sweep"
     assert result["runs"] == [str(sweep / "beta_0.1"), str(sweep / "beta_0")]
     assert (sweep / "kl_sweep.png").stat().st_size > 10_000
@@ -74,6 +62,6 @@ def test_kl_sweep_runs_each_beta_alike_and_overlays_them(tmp_path, tiny_model_di
 
 def test_kl_sweep_refuses_flags_it_owns(tmp_path):
     with pytest.raises(ValueError, match="--beta is set by the sweep"):
-        example("kl_sweep").main(["--betas", "0.1", "--beta", "0.2"])
+        kl_sweep.main(["--betas", "0.1", "--beta", "0.2"])
     with pytest.raises(ValueError, match="betas must be >= 0"):
-        example("kl_sweep").main(["--betas", "-1"])
+        kl_sweep.main(["--betas", "-1"])

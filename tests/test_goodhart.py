@@ -13,7 +13,7 @@ import torch
 from transformers import TrainerControl, TrainerState
 
 from trl_lab.callbacks import GoldItemsSource, GoodhartCallback
-from trl_lab.goodhart_sim import SCENARIOS, score, simulate, simulate_run
+from trl_lab.testing.goodhart_sim import SCENARIOS, score, simulate, simulate_run
 
 N = 500
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,12 +89,9 @@ def test_rewards_and_reward_funcs_together_is_an_error(tmp_path, tiny_model_dir)
         GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[half], args=tiny_args(tmp_path), train_dataset=gsm_rows())
 
 
-def test_example_script_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm8k):
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import grpo_gsm8k
-    finally:
-        sys.path.pop(0)
+def test_gsm8k_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm8k):
+    from trl_lab.scripts import grpo_gsm8k
+
     config = write_tiny_run_config(
         tmp_path, tiny_model_dir, shared_gsm8k, heldout_size=4, heldout_eval_steps=1, heldout_max_new_tokens=6
     )

@@ -290,7 +290,7 @@ def test_gsm8k_format(text: str, expected: float) -> None:
 
 
 def test_rewards_registered() -> None:
-    from trl_lab.registry import get_reward, list_rewards
+    from trl_lab.rewards.registry import get_reward, list_rewards
 
     assert {"gsm8k", "gsm8k_format"} <= set(list_rewards())
     correctness = get_reward("gsm8k")

@@ -11,7 +11,7 @@ import torch
 from datasets import Dataset
 
 from trl_lab import GRPOConfig, GRPOTrainer, completion_text
-from trl_lab.callbacks.heldout import HeldOutAccuracyCallback, apply_prompt_template
+from trl_lab.callbacks.heldout import HeldOutAccuracyCallback, prompt_text
 from trl_lab.callbacks.metrics_log import MetricsLoggerCallback
 from tests.helpers import tiny_config
 
@@ -100,7 +100,7 @@ def test_accuracy_is_the_checkers_on_independent_greedy_completions(trainer):
     texts = []
     with torch.no_grad():
         for start in range(0, 10, 4):
-            prompts = [apply_prompt_template(p, tok) for p in data["prompt"][start : start + 4]]
+            prompts = [prompt_text(p, tok) for p in data["prompt"][start : start + 4]]
             enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             out = model.generate(**enc, max_new_tokens=7, do_sample=False, pad_token_id=tok.pad_token_id)
             texts += tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)

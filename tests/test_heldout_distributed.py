@@ -73,7 +73,7 @@ def test_two_processes_split_the_items_and_agree(tmp_path, tiny_model_dir):
     # The same completions as one process generating every item alone.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trl_lab.callbacks.heldout import apply_prompt_template, generate_greedy
+    from trl_lab.callbacks.heldout import prompt_text, generate_greedy
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -81,7 +81,7 @@ def test_two_processes_split_the_items_and_agree(tmp_path, tiny_model_dir):
         for p in model.parameters():
             p.mul_(10)
         texts = [
-            apply_prompt_template([{"role": "user", "content": f"What is {i} + {i}?"}], tok) for i in range(11)
+            prompt_text([{"role": "user", "content": f"What is {i} + {i}?"}], tok) for i in range(11)
         ]
         _, completions = generate_greedy(model, tok, texts, max_new_tokens=6, batch_size=1)
     assert r0["completions"] == completions

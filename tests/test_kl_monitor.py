@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from trl_lab import GRPOConfig, GRPOTrainer, completion_text
 from trl_lab.callbacks.heldout import HeldOutAccuracyCallback
-from trl_lab.kl_monitor import Reference, frozen_copy, reference_for, token_kl
+from trl_lab.callbacks.kl_monitor import Reference, frozen_copy, reference_for, token_kl
 from tests.helpers import tiny_config
 from tests.test_heldout import questions, trainer  # noqa: F401  (fixture)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
@@ -257,12 +256,9 @@ def _write_tiny_ppo_config(tmp_path, model_dir, data_dir) -> Path:
     return write_tiny_run_config(tmp_path, model_dir, data_dir, num_generations=1, num_iterations=2)
 
 
-def test_example_script_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm8k):
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import ppo_gsm8k
-    finally:
-        sys.path.pop(0)
+def test_ppo_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm8k):
+    from trl_lab.scripts import ppo_gsm8k
+
     config = _write_tiny_ppo_config(tmp_path, tiny_model_dir, shared_gsm8k)
     trainer = ppo_gsm8k.main(["--config", str(config), "--use_cpu", "true", "--gamma", "0.99"])
     assert isinstance(trainer, PPOTrainer) and trainer.args.gamma == 0.99 and trainer.args.num_generations == 1
@@ -275,14 +271,10 @@ def test_example_script_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, share
 
 
 def test_default_cpu_config_parses():
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import ppo_gsm8k
-    finally:
-        sys.path.pop(0)
-    from trl_lab.gsm8k_job import parse_args
+    from trl_lab.scripts.grpo_gsm8k import parse_args
 
-    script_args, args, model_args = parse_args(PPOConfig, ppo_gsm8k.DEFAULT_CONFIG, ["--use_cpu", "true"])
+    config = REPO / "examples" / "configs" / "ppo_gsm8k_cpu.yaml"
+    script_args, args, model_args = parse_args(PPOConfig, config, ["--use_cpu", "true"])
     assert isinstance(args, PPOConfig) and args.num_generations == 1 and args.beta == 0.04
     assert model_args.model_name_or_path == "smollm2-135m-instruct" and model_args.use_peft
     assert [r["name"] for r in args.rewards] == ["gsm8k", "gsm8k_format"]

@@ -47,18 +47,14 @@ def test_missing_bitsandbytes_gives_install_command(monkeypatch):
         check_bitsandbytes("cpu")
 
 
-def test_example_script_refuses_before_loading_anything(monkeypatch, tmp_path):
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import grpo_gsm8k
-    finally:
-        sys.path.pop(0)
-    _break_bitsandbytes(monkeypatch)
-    import trl_lab.gsm8k_job
+def test_gsm8k_job_refuses_before_loading_anything(monkeypatch, tmp_path):
+    from trl_lab.scripts import grpo_gsm8k
 
-    monkeypatch.setattr(trl_lab.gsm8k_job, "load_gsm8k", lambda *a, **k: pytest.fail("data loaded before the 4-bit check"))
+    _break_bitsandbytes(monkeypatch)
+    monkeypatch.setattr(grpo_gsm8k, "load_gsm8k", lambda *a, **k: pytest.fail("data loaded before the 4-bit check"))
+    config = REPO / "examples" / "configs" / "grpo_gsm8k_cpu.yaml"
     with pytest.raises(QuantizationUnavailableError):
-        grpo_gsm8k.main(["--load_in_4bit", "--output_dir", str(tmp_path), "--use_cpu", "true"])
+        grpo_gsm8k.main(["--load_in_4bit", "--output_dir", str(tmp_path), "--use_cpu", "true"], default_config=config)
 
 
 def test_qlora_grpo_step_on_cpu(tmp_path, tiny_model_dir):

@@ -9,7 +9,7 @@ import pytest
 from trl_lab.cli import main as cli_main
 from trl_lab.data import load_gsm8k
 from trl_lab.data.reasoning_gym_tasks import task_rows, write_task_jsonl
-from trl_lab.registry import as_reward
+from trl_lab.rewards.registry import as_reward
 
 CHAIN_SUM = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
 

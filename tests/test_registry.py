@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import trl_lab.registry as registry
+import trl_lab.rewards.registry as registry
 from trl_lab import RewardPluginError, completion_text, get_reward, list_rewards, register_reward
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,7 +253,7 @@ def test_async_plugins_stay_async_for_trl_and_are_checked():
 
 
 def test_plugin_object_names_what_a_reward_refers_to_without_building_it():
-    from trl_lab.registry import plugin_object
+    from trl_lab.rewards.registry import plugin_object
     from trl_lab.rewards.learned_rm import LearnedRewardModel
 
     assert plugin_object("learned_rm") is LearnedRewardModel  # a class, not an instance (nothing loaded)

@@ -1,4 +1,4 @@
-"""trl_lab.reward_training: a thin RewardTrainer on a tiny model; the saved RM loads with learned_rm."""
+"""trl_lab.reward_models.training: a thin RewardTrainer on a tiny model; the saved RM loads with learned_rm."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from trl_lab.reward_training import RewardConfig, RewardTrainer, check_pooling
+from trl_lab.reward_models.training import RewardConfig, RewardTrainer, check_pooling
 
 WORDS = ["Janet", "has", "16", "eggs", "She", "eats", "3", "sells", "the", "rest", "for", "2", "each", "step"]
 

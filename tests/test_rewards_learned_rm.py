@@ -256,7 +256,7 @@ def test_helpful_concise_example_config_combines_0_7_rm_and_0_3_length(rm_dir):
 
 
 def test_load_in_4bit_checks_bitsandbytes_first(rm_dir, monkeypatch):
-    import trl_lab.sequence_classifier as sc
+    import trl_lab.reward_models.loading as sc
     from trl_lab.quantization import QuantizationUnavailableError
 
     def unavailable(device):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +11,6 @@ from trl_lab import RewardPluginError, get_reward
 from trl_lab.data.sentiment_pairs import CONTENTS, sentiment_pairs
 from trl_lab.testing import save_tiny_classifier
 
-REPO = Path(__file__).resolve().parents[1]
 CHEER, GLOOM = "Great job, you are amazing!", "This is terrible and wrong."
 
 
@@ -26,10 +22,8 @@ def classifier_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_rm(tmp_path_factory):
     """The example script's sentiment RM: tiny random base, a few RewardTrainer steps."""
-    spec = importlib.util.spec_from_file_location("train_sentiment_rm", REPO / "examples" / "train_sentiment_rm.py")
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script  # dataclasses look their module up
-    spec.loader.exec_module(script)
+    from trl_lab.scripts import train_sentiment_rm as script
+
     out = tmp_path_factory.mktemp("sentiment_rm")
     result = script.main(["--output_dir", str(out), "--max_steps", "12", "--train_pairs", "192",
                           "--eval_pairs", "64", "--logging_steps", "12"])

@@ -1,4 +1,4 @@
-"""trl_lab.rm_audit: held-out accuracy, length bias and a probe battery catch a length-loving reward model."""
+"""trl_lab.reward_models.audit: held-out accuracy, length bias and a probe battery catch a length-loving reward model."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from trl_lab.completions import completion_text
-from trl_lab.data.gsm8k_pairs import gsm8k_pair_splits, load_gsm8k_solutions
+from trl_lab.data.gsm8k import build_prompt
+from trl_lab.data.gsm8k_pairs import gsm8k_pair_splits, gsm8k_probe_items, load_gsm8k_solutions
 from trl_lab.rewards.gsm8k import check_answer
-from trl_lab.rm_audit import audit_reward_model, length_r2, load_probes
+from trl_lab.reward_models.audit import audit_reward_model, length_r2, load_probes
 
 PROBES = {"correct_vs_polished_wrong", "concise_correct_vs_verbose_wrong", "correct_vs_empty", "correct_vs_refusal",
           "correct_vs_cheerful_wrong"}
@@ -42,7 +43,7 @@ def test_length_r2():
 
 
 def test_length_loving_scorer_is_flagged(eval_pairs, tmp_path):
-    report = audit_reward_model(longer_is_better, eval_pairs)
+    report = audit_reward_model(longer_is_better, eval_pairs, probes=gsm8k_probe_items(eval_pairs))
     assert not report.passed
     assert report.length_r2 == pytest.approx(1.0)
     assert "length_bias" in report.failures
@@ -60,7 +61,7 @@ def test_length_loving_scorer_is_flagged(eval_pairs, tmp_path):
 
 
 def test_answer_checking_scorer_passes(eval_pairs):
-    report = audit_reward_model(make_checker(eval_pairs), eval_pairs)
+    report = audit_reward_model(make_checker(eval_pairs), eval_pairs, probes=gsm8k_probe_items(eval_pairs))
     assert report.passed, report.failures
     assert report.accuracy == 1.0 and report.mean_margin == 1.0
     assert set(report.accuracy_by_type) == {"arithmetic_slip", "confident_wrong", "verbose_wrong", "wrong_final"}
@@ -68,7 +69,10 @@ def test_answer_checking_scorer_passes(eval_pairs):
     assert all(p.worst_margin == 1.0 and p.passed for p in report.probes)
     assert report.length_r2 < 0.3
     # a stricter margin than the checker's 0/1 scale can give fails every probe
-    strict = audit_reward_model(make_checker(eval_pairs), eval_pairs, min_margin=1.5)
+    strict = audit_reward_model(make_checker(eval_pairs), eval_pairs, probes=gsm8k_probe_items(eval_pairs),
+                                min_margin=1.5)
+    # the audit runs only the probes it is given: the task's battery comes from the caller
+    assert audit_reward_model(make_checker(eval_pairs), eval_pairs).probes == []
     assert set(strict.failures) == {f"probe:{n}" for n in PROBES}
 
 
@@ -81,25 +85,32 @@ def test_user_probes_from_yaml_and_jsonl(eval_pairs, tmp_path):
     ]}))
     (tmp_path / "p.jsonl").write_text(json.dumps({"name": "shouting", "question": q, "chosen": f"#### {answer}",
                                                   "rejected": "THE ANSWER IS OBVIOUSLY 1234567!!!"}) + "\n")
-    probes = load_probes(tmp_path / "p.yaml") + load_probes(tmp_path / "p.jsonl")
+    probes = load_probes(tmp_path / "p.yaml", build_prompt=build_prompt) + load_probes(tmp_path / "p.jsonl",
+                                                                                       build_prompt=build_prompt)
+    with pytest.raises(ValueError, match="gives a `question` but no prompt builder"):
+        load_probes(tmp_path / "p.jsonl")
     assert [(p.name, len(p.items), p.min_margin) for p in probes] == [("hedge", 2, 0.5), ("shouting", 1, None)]
-    good = audit_reward_model(make_checker(eval_pairs), eval_pairs, probes=[], extra_probes=probes)
+    good = audit_reward_model(make_checker(eval_pairs), eval_pairs, probes=probes)
     assert [(p.name, p.passed, p.min_margin) for p in good.probes] == [("hedge", True, 0.5), ("shouting", True, 1.0)]
-    bad = audit_reward_model(longer_is_better, eval_pairs, probes=[], extra_probes=probes)
+    bad = audit_reward_model(longer_is_better, eval_pairs, probes=probes)
     assert "probe:shouting" in bad.failures
     with pytest.raises(ValueError, match=r"entry 0 lacks \['rejected'\]"):
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump([{"name": "x", "chosen": "a"}]))
         load_probes(tmp_path / "bad.yaml")
 
 
-def test_a_saved_reward_model_is_scored_through_learned_rm(eval_pairs, shared_gsm8k, tmp_path):
+def test_a_saved_reward_model_is_scored_as_learned_rm_scores_it(eval_pairs, shared_gsm8k, tmp_path):
     from trl_lab.cli import main
+    from trl_lab.reward_models.loading import LoadOptions
+    from trl_lab.reward_models.scorer import ScalarRewardModel
     from trl_lab.rewards.learned_rm import LearnedRewardModel
     from trl_lab.testing import save_tiny_classifier
 
     rm_dir = save_tiny_classifier(tmp_path / "rm")
     pairs = eval_pairs[:12]
-    report = audit_reward_model(str(rm_dir), pairs, device="cpu")
+    report = audit_reward_model(ScalarRewardModel.load(rm_dir, options=LoadOptions(device="cpu")), pairs)
+    assert report.source == str(rm_dir) and audit_reward_model(str(rm_dir), pairs).chosen_scores == pytest.approx(
+        report.chosen_scores, abs=1e-5)  # a path is loaded as a ScalarRewardModel
     plugin = LearnedRewardModel(str(rm_dir), device="cpu")
     expected = plugin(prompts=[p["prompt"] for p in pairs], completions=[p["chosen"] for p in pairs])
     assert report.chosen_scores == pytest.approx(expected, abs=1e-5)

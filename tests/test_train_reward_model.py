@@ -1,10 +1,9 @@
-"""examples/train_reward_model.py on a tiny model: GSM8K pairs -> LoRA RM -> saved for learned_rm -> audited,
+"""The reward-model job (trl_lab.scripts.train_reward_model) on a tiny model: GSM8K pairs -> LoRA RM -> saved for learned_rm -> audited,
 and the RL gate reads the verdict the script cached."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,13 @@ from safetensors import safe_open
 from tests.helpers import tiny_config
 from trl_lab import GRPOConfig, GRPOTrainer
 from trl_lab.data.gsm8k_pairs import pair_split_of
-from trl_lab.reward_training import lora_on_last_layers
-from trl_lab.rm_gate import RewardModelAuditError
+from trl_lab.reward_models.training import lora_on_last_layers
+from trl_lab.reward_models.gate import RewardModelAuditError
 
-REPO = Path(__file__).resolve().parents[1]
+from trl_lab.scripts import train_reward_model as rm_job
 
+CPU_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "configs" / "reward_model_gsm8k_cpu.yaml"
 
-def train_reward_model():
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import train_reward_model as module
-    finally:
-        sys.path.pop(0)
-    return module
 
 
 def test_lora_on_last_layers_sets_layers_to_transform_and_refuses_all_linear():
@@ -39,20 +32,20 @@ def test_lora_on_last_layers_sets_layers_to_transform_and_refuses_all_linear():
 
 
 def test_mix_parsing_names_the_bad_item():
-    assert train_reward_model().parse_mix(["arithmetic_slip=2", "wrong_final"]) == {"arithmetic_slip": 2.0,
+    assert rm_job.parse_mix(["arithmetic_slip=2", "wrong_final"]) == {"arithmetic_slip": 2.0,
                                                                                     "wrong_final": 1.0}
     with pytest.raises(ValueError, match="'verbose_wrong=lots'"):
-        train_reward_model().parse_mix(["verbose_wrong=lots"])
+        rm_job.parse_mix(["verbose_wrong=lots"])
 
 
 def test_trains_saves_audits_and_the_gate_reads_the_cached_verdict(tmp_path, tiny_model_dir, shared_gsm8k):
     out = tmp_path / "rm"
-    summary = train_reward_model().main([
+    summary = rm_job.main([
         "--model_name_or_path", str(tiny_model_dir), "--dataset_source", "local", "--dataset_path", str(shared_gsm8k),
         "--train_pairs", "24", "--eval_pairs", "16", "--max_steps", "3", "--lora_r", "4", "--lora_alpha", "8",
         "--lora_target_modules", "q_proj", "v_proj", "--lora_last_n_layers", "1", "--max_length", "512",
         "--output_dir", str(out), "--disable_tqdm", "true",
-    ])
+    ], default_config=CPU_CONFIG)
     assert summary["steps"] == 3
     data = summary["data"]
     assert data["train"]["pairs"] == 24 and data["eval"]["pairs"] == 16
@@ -79,7 +72,7 @@ def test_trains_saves_audits_and_the_gate_reads_the_cached_verdict(tmp_path, tin
 
 
 def test_eval_questions_never_train(shared_gsm8k):
-    module = train_reward_model()
+    module = rm_job
     script_args = module.RMScriptArguments(dataset_source="local", dataset_path=str(shared_gsm8k), train_pairs=300,
                                            eval_pairs=100, eval_fraction=0.2)
     pairs, stats = module.build_pairs(script_args, seed=3)
@@ -101,7 +94,7 @@ def test_policy_samples_join_the_split_of_their_question(tmp_path, shared_gsm8k)
                     {"question": row["question"], "answer": ref, "completion": f"#### {int(float(ref)) + 1}"}]
     file = tmp_path / "samples.jsonl"
     file.write_text("\n".join(json.dumps(s) for s in samples))
-    module = train_reward_model()
+    module = rm_job
     script_args = module.RMScriptArguments(dataset_source="local", dataset_path=str(shared_gsm8k), train_pairs=None,
                                            eval_pairs=None, eval_fraction=0.2, policy_samples=str(file))
     pairs, stats = module.build_pairs(script_args, seed=0)

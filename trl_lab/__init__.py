@@ -9,8 +9,8 @@ import importlib
 from typing import Any
 
 from trl_lab.completions import completion_text
-from trl_lab.registry import Reward, RewardPluginError, get_reward, list_rewards, register_reward
-from trl_lab.reward_specs import RewardSpec, build_rewards, parse_reward_specs
+from trl_lab.rewards.registry import Reward, RewardPluginError, get_reward, list_rewards, register_reward
+from trl_lab.rewards.specs import RewardSpec, build_rewards, parse_reward_specs
 
 __version__ = "0.1.0"
 

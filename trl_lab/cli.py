@@ -15,7 +15,7 @@ import sys
 
 
 def _rewards(args: argparse.Namespace) -> int:
-    from trl_lab.registry import describe_rewards
+    from trl_lab.rewards.registry import describe_rewards
 
     for name, origin in describe_rewards():
         print(f"{name:24s} {origin}")
@@ -45,20 +45,23 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _audit_rm(args: argparse.Namespace) -> int:
-    from trl_lab.data.gsm8k_pairs import read_pairs
-    from trl_lab.rm_audit import audit_reward_model, load_probes
+    from trl_lab.data.gsm8k import build_prompt
+    from trl_lab.data.gsm8k_pairs import gsm8k_probe_items, read_pairs
+    from trl_lab.reward_models.audit import as_probes, audit_reward_model, load_probes
+    from trl_lab.reward_models.loading import LoadOptions
+    from trl_lab.reward_models.scorer import ScalarRewardModel
 
     try:
         pairs = read_pairs(args.data, split=args.split, eval_fraction=args.eval_fraction, limit=args.limit,
                            seed=args.seed)
     except ValueError as exc:
         raise SystemExit(f"trl-lab audit-rm: --data: {exc}") from exc
-    extra = load_probes(args.probes) if args.probes else []
-    kwargs = {"device": args.device} if args.device else {}
-    report = audit_reward_model(args.path, pairs, probes=[] if args.no_default_probes else None,
-                                extra_probes=extra, min_margin=args.min_margin,
-                                length_r2_threshold=args.length_r2_threshold, min_accuracy=args.min_accuracy,
-                                **kwargs)
+    probes = [] if args.no_default_probes else as_probes(gsm8k_probe_items(pairs))
+    if args.probes:
+        probes += load_probes(args.probes, build_prompt=build_prompt)
+    scorer = ScalarRewardModel.load(args.path, options=LoadOptions(device=args.device))
+    report = audit_reward_model(scorer, pairs, probes=probes, min_margin=args.min_margin,
+                                length_r2_threshold=args.length_r2_threshold, min_accuracy=args.min_accuracy)
     paths = report.write(args.out)
     print(report.to_text() + "\n".join(str(p) for p in paths.values()))
     return 0 if report.passed else 1
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="audit at most this many pairs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--probes", default=None, help="YAML or JSONL file of extra probes")
-    p.add_argument("--no_default_probes", action="store_true", help="skip the built-in probe battery")
+    p.add_argument("--no_default_probes", action="store_true", help="skip the GSM8K probe battery")
     p.add_argument("--min_margin", type=float, default=1.0)
     p.add_argument("--length_r2_threshold", type=float, default=0.3)
     p.add_argument("--min_accuracy", type=float, default=0.5)

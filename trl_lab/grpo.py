@@ -6,9 +6,12 @@ Added on top of TRL, nothing re-implemented:
   TRL's ``reward_funcs`` and ``reward_weights``;
 * embedded model names (``smollm2-135m-instruct``) resolved to a cached local checkpoint;
 * checks that fail before training rather than hours into it: every reward callable is wrapped with
-  :class:`~trl_lab.registry.Reward` (plugin name in errors, finite values, right length), the dataset
+  :class:`~trl_lab.rewards.registry.Reward` (plugin name in errors, finite values, right length), the dataset
   must carry the columns each plugin needs, 4-bit loading is probed on the actual device, and every
-  ``learned_rm`` reward model must pass its audit (``rm_audit_*``; see :mod:`trl_lab.rm_gate`).
+  ``learned_rm`` reward model must pass its audit (``rm_audit_*``; see :mod:`trl_lab.reward_models.gate`).
+
+The rewards are built once, from the specs the config parsed; the audit gate then scores with the reward models
+of those built ``learned_rm`` rewards, still before the policy loads.
 """
 
 from __future__ import annotations
@@ -24,22 +27,24 @@ from transformers import TrainingArguments
 
 from trl_lab.embedded_model import resolve_model_path
 from trl_lab.quantization import check_bitsandbytes
-from trl_lab.registry import Reward, as_reward
-from trl_lab.reward_specs import build_rewards, parse_reward_specs
-from trl_lab.rm_gate import gate_reward_models, gated_reward_models
+from trl_lab.reward_models.gate import AuditSuiteReader, gate_reward_models, read_pairs_suite
+from trl_lab.rewards.learned_rm import LearnedRewardModel
+from trl_lab.rewards.registry import Reward, as_reward
+from trl_lab.rewards.specs import RewardSpecDict, build_rewards, parse_reward_specs
 
 
 @dataclass
 class GRPOConfig(trl.GRPOConfig):
     """TRL's ``GRPOConfig`` plus ``rewards``: the reward plugins of the run, and the audit of learned RMs.
 
-    ``rewards`` is a list of specs (``name``, ``weight``, ``kwargs``); see :mod:`trl_lab.reward_specs`.
+    ``rewards`` is a list of specs (``name``, ``weight``, ``kwargs``), each held as a
+    :class:`~trl_lab.rewards.specs.RewardSpecDict`; see :mod:`trl_lab.rewards.specs`.
     Weights go in the specs: setting TRL's ``reward_weights`` as well is an error. ``rm_audit_data``,
     ``rm_audit_limit`` and ``rm_audit_override`` set how the reward models of ``learned_rm`` rewards are audited
-    before training (:func:`trl_lab.rm_gate.gate_reward_models`).
+    before training (:func:`trl_lab.reward_models.gate.gate_reward_models`).
     """
 
-    rewards: list[str] | None = field(
+    rewards: list[RewardSpecDict] | None = field(
         default=None,
         metadata={
             "help": "Reward plugins with weights: 'name', 'name=weight', or a YAML mapping "
@@ -70,8 +75,8 @@ class GRPOConfig(trl.GRPOConfig):
         _use_cpu_when_distributed_without_accelerator(self)
         super().__post_init__()
         if self.rewards is not None:
-            # Stored as plain dicts so the config stays JSON-serialisable for loggers and checkpoints.
-            self.rewards = [s.to_dict() for s in parse_reward_specs(self.rewards, key="rewards")]
+            # Plain mappings, so the config stays JSON-serialisable for loggers and checkpoints.
+            self.rewards = [RewardSpecDict(s) for s in parse_reward_specs(self.rewards, key="rewards")]
             if self.reward_weights is not None:
                 raise ValueError(
                     "both `rewards` and `reward_weights` are set: give each weight in its reward spec "
@@ -87,7 +92,7 @@ def _use_cpu_when_distributed_without_accelerator(args: TrainingArguments) -> No
     """
     if args.use_cpu or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
-    if torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()):
+    if torch.accelerator.is_available():  # CUDA, XPU, MPS, or an out-of-tree device (NPU, HPU...)
         return
     args.use_cpu = True
 
@@ -97,11 +102,15 @@ class GRPOTrainer(trl.GRPOTrainer):
 
     ``reward_funcs`` may still be given directly (callables, reward-model ids or modules, as in TRL);
     plain callables are wrapped so their failures name them. A string ``model`` may be an embedded
-    model name from :mod:`trl_lab.embedded_model`.
+    model name from :mod:`trl_lab.embedded_model`. ``rm_audit_suite`` reads ``args.rm_audit_data`` into the pairs
+    and probes the reward models are audited on (default:
+    :func:`~trl_lab.reward_models.gate.read_pairs_suite`, a JSONL of preference pairs and no probes; the GSM8K jobs
+    pass :func:`trl_lab.data.gsm8k_pairs.gsm8k_audit_suite`).
     """
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: trl.GRPOConfig | None = None,
-                 train_dataset: Any = None, *pos: Any, **kwargs: Any):
+                 train_dataset: Any = None, *pos: Any, rm_audit_suite: AuditSuiteReader | None = None,
+                 **kwargs: Any):
         if args is None:
             raise ValueError("trl_lab.GRPOTrainer needs `args` (a trl_lab.GRPOConfig with `rewards`)")
         rewards = getattr(args, "rewards", None)
@@ -110,13 +119,8 @@ class GRPOTrainer(trl.GRPOTrainer):
         if reward_funcs is None:
             if not rewards:
                 raise ValueError("no rewards: set `rewards` in the config (e.g. `--rewards gsm8k gsm8k_format=0.2`)")
-            if gated_reward_models(rewards):
-                # The local main process audits (and caches) first; the other processes then read its verdict.
-                with args.main_process_first(desc="reward-model audit"):
-                    gate_reward_models(rewards, audit_data=getattr(args, "rm_audit_data", None),
-                                       audit_limit=getattr(args, "rm_audit_limit", 200),
-                                       override=getattr(args, "rm_audit_override", False))
             reward_funcs, args.reward_weights = build_rewards(rewards)
+            _gate_learned_reward_models(reward_funcs, args, rm_audit_suite or read_pairs_suite)
         else:
             reward_funcs = [_wrap(f) for f in (reward_funcs if isinstance(reward_funcs, list) else [reward_funcs])]
         if train_dataset is not None:
@@ -129,6 +133,31 @@ class GRPOTrainer(trl.GRPOTrainer):
         if isinstance(model, str):
             model = resolve_model_path(model)
         super().__init__(model, reward_funcs, args, train_dataset, *pos, **kwargs)
+
+
+def learned_reward_models(reward_funcs: list[Any]) -> list[tuple[str, Any]]:
+    """``(reward name, scorer)`` for every reward model of the ``learned_rm`` rewards (subclasses too) in
+    ``reward_funcs``. Rewards that only use a learned RM inside (``sentiment`` with ``backend: learned``) are not
+    among them: a sentiment RM is meant to prefer cheer over correctness, and no correctness audit applies."""
+    return [(func.name, scorer) for func in reward_funcs
+            if isinstance(func, Reward) and isinstance(func.fn, LearnedRewardModel) for scorer in func.fn.models]
+
+
+def _gate_learned_reward_models(reward_funcs: list[Any], args: Any, read_suite: AuditSuiteReader) -> None:
+    """The audit gate on the built rewards' reward models (see :mod:`trl_lab.reward_models.gate`)."""
+    scorers = learned_reward_models(reward_funcs)
+    if not scorers:
+        return
+    data = getattr(args, "rm_audit_data", None)
+    suite = None
+    if data is not None:
+        try:
+            suite = read_suite(data, getattr(args, "rm_audit_limit", 200))
+        except ValueError as exc:
+            raise ValueError(f"rm_audit_data: {exc}") from exc
+    # The local main process audits (and caches) first; the other processes then read its verdict.
+    with args.main_process_first(desc="reward-model audit"):
+        gate_reward_models(scorers, suite=suite, override=getattr(args, "rm_audit_override", False))
 
 
 def _wrap(func: Any) -> Any:

@@ -22,19 +22,14 @@ def wants_quantization(model_args: Any) -> bool:
     return bool(getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False))
 
 
-def default_device() -> str:
-    """The device a single-process run will put the model on."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if hasattr(torch, "xpu") and torch.xpu.is_available():
-        return "xpu"
-    return "cpu"
-
-
 @functools.cache
 def check_bitsandbytes(device: str | None = None) -> None:
-    """Raise :class:`QuantizationUnavailableError` unless a 4-bit matmul runs on ``device``."""
-    device = device or default_device()
+    """Raise :class:`QuantizationUnavailableError` unless a 4-bit matmul runs on ``device``
+    (default: accelerate's ``PartialState().default_device``)."""
+    if device is None:
+        from accelerate import PartialState
+
+        device = PartialState().default_device.type
     hint = (
         "Drop --load_in_4bit/--load_in_8bit (LoRA alone with --use_peft still fits small models), "
         "or run on a machine bitsandbytes supports (an NVIDIA GPU with CUDA, or its CPU backend)."

@@ -14,6 +14,9 @@ else the newest checkpoint's) and ``goodhart.json`` if present (``triggered_step
 :func:`write_overlay_report` overlays several runs (e.g. a KL-coefficient sweep): reward, accuracy, KL, and each
 reward plugin on the held-out answers when the runs logged it, and ``heldout/kl_to_ref`` in its own panel.
 ``trl-lab report OUTPUT_DIR`` runs :func:`write_report` from the command line.
+
+:func:`run_summary` adds to a run's ``report.json`` summary its first held-out completion before and after (from
+the held-out tables), and :func:`format_summary` prints the few lines a reward-hacking write-up quotes.
 """
 
 from __future__ import annotations
@@ -26,13 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-__all__ = ["RunReport", "load_goodhart", "load_log_history", "series", "write_overlay_report", "write_report"]
+__all__ = ["RunReport", "format_summary", "load_goodhart", "load_log_history", "run_summary", "series",
+           "write_overlay_report", "write_report"]
 
 METRICS_FILE = "metrics.jsonl"
 GOODHART_FILE = "goodhart.json"
@@ -53,7 +53,7 @@ PathLike = str | os.PathLike
 
 @dataclass
 class RunReport:
-    """What :func:`write_report` wrote: the two paths, the summary it saved, and the (closed) figure."""
+    """What :func:`write_report` wrote: the two paths, the summary it saved, and the figure."""
 
     png: Path
     json: Path
@@ -204,7 +204,8 @@ def _plot_accuracy(ax: Any, entries: list[dict[str, Any]], color: Any = None, la
 
 
 def _report_figure(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None, title: str) -> Figure:
-    fig, axes = plt.subplots(4, 1, sharex=True, figsize=(8, 10), constrained_layout=True)
+    fig = Figure(figsize=(8, 10), layout="constrained")  # no pyplot: no global backend, no figure manager
+    axes = fig.subplots(4, 1, sharex=True)
     ax_r, ax_a, ax_k, ax_l = axes
 
     steps, reward = series(entries, REWARD)
@@ -270,7 +271,6 @@ def write_report(output_dir: PathLike, *, log_path: PathLike | None = None, dpi:
     fig = _report_figure(entries, goodhart, title=f"run report: {out.name}")
     png, js = out / REPORT_PNG, out / REPORT_JSON
     fig.savefig(png, dpi=dpi)
-    plt.close(fig)
     summary["png"] = str(png)
     js.write_text(json.dumps(summary, indent=2) + "\n")
     return RunReport(png=png, json=js, summary=summary, figure=fig)
@@ -293,8 +293,11 @@ def write_overlay_report(
     proxies = sorted({k for entries in logs for e in entries for k in e if k.startswith("heldout/proxy/")})
     heldout_kl = any(HELDOUT_KL in e for entries in logs for e in entries)
     names = ["reward", "held-out accuracy", "KL\n(training)"] + (["KL to ref\n(held-out)"] if heldout_kl else []) + [f"held-out\n{k.removeprefix('heldout/proxy/')}" for k in proxies]
-    fig, axes = plt.subplots(len(names), 1, sharex=True, figsize=(8, 2.7 * len(names)), constrained_layout=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(8, 2.7 * len(names)), layout="constrained")
+    axes = fig.subplots(len(names), 1, sharex=True)
+    from matplotlib import rcParams
+
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (run, label, entries) in enumerate(zip(run_dirs, labels, logs)):
         color = colors[i % len(colors)]
         s, v = series(entries, REWARD)
@@ -321,5 +324,60 @@ def write_overlay_report(
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=dpi)
-    plt.close(fig)
     return fig
+
+
+# ------------------------------------------------------------------------- a run's before/after summary
+def _first_completion(table: Path) -> dict[str, Any] | None:
+    with table.open(encoding="utf-8") as f:
+        line = f.readline()
+    return json.loads(line) if line.strip() else None
+
+
+def run_summary(output_dir: PathLike) -> dict[str, Any]:
+    """The run's report summary (written now if missing) plus its first/last held-out completion of item 0."""
+    out = Path(output_dir)
+    report = out / REPORT_JSON
+    summary = json.loads(report.read_text()) if report.is_file() else write_report(out).summary
+    tables = sorted((out / "heldout").glob("step_*.jsonl"))
+    if tables:
+        summary["first_heldout_completion"] = _first_completion(tables[0])
+        summary["last_heldout_completion"] = _first_completion(tables[-1])
+    summary["output_dir"] = str(out)
+    return summary
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few readable lines: what the proxy did, what accuracy did, and what the outputs look like."""
+    lines = [f"run {summary.get('output_dir', '')}: {summary.get('steps')} steps"]
+    lines.append(f"  reward (training)        max {_fmt(summary.get('max_reward'))} at step "
+                 f"{summary.get('max_reward_step')}, final {_fmt(summary.get('final_reward'))}")
+    lines.append(f"  held-out accuracy        {_fmt(summary.get('initial_accuracy'))} -> "
+                 f"{_fmt(summary.get('final_accuracy'))} (± {_fmt(summary.get('final_accuracy_stderr'))}); best "
+                 f"{_fmt(summary.get('best_accuracy'))} at step {summary.get('best_accuracy_step')}")
+    for key in sorted(k[len("initial_"):] for k in summary if k.startswith("initial_heldout/")):
+        lines.append(f"  {key:24s} {_fmt(summary.get('initial_' + key))} -> {_fmt(summary.get('final_' + key))}")
+    lines.append(f"  KL                       final {_fmt(summary.get('final_kl'), '.4f')}, max "
+                 f"{_fmt(summary.get('max_kl'), '.4f')} (training samples; none when beta = 0)")
+    lines.append(f"  KL to ref (held-out)     final {_fmt(summary.get('final_heldout_kl_to_ref'), '.4f')}, max "
+                 f"{_fmt(summary.get('max_heldout_kl_to_ref'), '.4f')}")
+    lines.append(f"  held-out mean length     final {_fmt(summary.get('final_heldout_mean_length'), '.1f')} tokens")
+    goodhart = summary.get("goodhart")
+    if goodhart and goodhart.get("triggered"):
+        lines.append(f"  Goodhart detector        triggered at step {goodhart.get('triggered_step')} "
+                     f"({goodhart.get('trigger_reason')}), best step {goodhart.get('best_step')}, weights restored: "
+                     f"{goodhart.get('restored')}")
+    else:
+        lines.append(f"  Goodhart detector        did not trigger"
+                     + (f" (best step so far {goodhart.get('best_step')})" if goodhart else " (no goodhart.json)"))
+    for when in ("first", "last"):
+        item = summary.get(f"{when}_heldout_completion")
+        if item:
+            text = " ".join(str(item.get("completion", "")).split())
+            lines.append(f"  {when} held-out answer (step {item.get('step')}, correct={item.get('correct')}): "
+                         f"{text[:300]}")
+    return "\n".join(lines)

@@ -19,11 +19,13 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from trl_lab.callbacks.metrics_log import write_run_report
+from trl_lab.report import GOODHART_FILE, REPORT_JSON
+
 __all__ = ["GoldItemsSource", "GoodhartCallback"]
 
 logger = logging.getLogger(__name__)
 
-REPORT_NAME = "goodhart.json"
 SNAPSHOT_DIR = "goodhart_best"
 
 
@@ -365,7 +367,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
 
     def save_report(self, directory: str | os.PathLike) -> Path:
         """Write :meth:`report` to ``directory/goodhart.json``; returns the path."""
-        path = Path(directory) / REPORT_NAME
+        path = Path(directory) / GOODHART_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(_finite(self.report()), indent=2))
         return path
@@ -465,10 +467,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             self.restore(model, Path(args.output_dir) / SNAPSHOT_DIR)
         if state.is_world_process_zero:
             self.save_report(args.output_dir)
-            if (Path(args.output_dir) / "report.json").is_file():
+            if (Path(args.output_dir) / REPORT_JSON).is_file():
                 # A run report written by a callback ahead of this one lacks the final verdict: redraw it.
-                from trl_lab.callbacks.metrics_log import write_run_report
-
                 write_run_report(args.output_dir)
 
     def _maybe_observe(self, args, state, control, logs: dict[str, Any], model: Any) -> None:

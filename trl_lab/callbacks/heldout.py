@@ -12,7 +12,7 @@ TensorBoard / W&B / trackio and ``trainer.state.log_history`` all get:
   training reward measured on fixed prompts, so a drift of the outputs toward what the proxy likes (cheer,
   length) shows next to the accuracy it should have bought,
 * ``heldout/kl_to_ref``: the mean per-token ``KL(policy || reference)`` along the held-out answers, exact over
-  the vocabulary (:mod:`trl_lab.kl_monitor`); it works at any ``beta``, ``0`` included, where TRL logs no KL,
+  the vocabulary (:mod:`~trl_lab.callbacks.kl_monitor`); it works at any ``beta``, ``0`` included, where TRL logs no KL,
 * ``heldout/n`` and ``heldout/eval_seconds``.
 
 It keeps per-item correctness for the Goodhart detector (``last_items``, ``last_step``, ``history``) and
@@ -53,17 +53,18 @@ from transformers import Trainer, TrainerCallback
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeldOutAccuracyCallback", "apply_prompt_template", "generate_greedy", "generate_greedy_vllm"]
+__all__ = ["HeldOutAccuracyCallback", "generate_greedy", "generate_greedy_vllm", "prompt_text"]
 
 DEFAULT_EVAL_STEPS = 50
 
 
 # ----------------------------------------------------------------------------------------- generation
-def apply_prompt_template(prompt: Any, tokenizer: Any) -> str:
-    """Text of one prompt: a conversation through the chat template (with generation prompt), a string as is."""
-    if isinstance(prompt, str):
-        return prompt
-    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+def prompt_text(prompt: Any, tokenizer: Any) -> str:
+    """Text of one prompt as TRL's GRPO renders it (``trl.data_utils.maybe_apply_chat_template``): a conversation
+    through the chat template with the generation prompt, a string as is."""
+    from trl.data_utils import maybe_apply_chat_template
+
+    return maybe_apply_chat_template({"prompt": prompt}, tokenizer)["prompt"]
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -157,7 +158,7 @@ def generate_greedy_vllm(
 
 # ------------------------------------------------------------------------------------------- scoring
 def _as_reward(spec: str | Callable[..., Any], role: str) -> Any:
-    from trl_lab.registry import as_reward
+    from trl_lab.rewards.registry import as_reward
 
     if not (isinstance(spec, str) or callable(spec)):
         raise TypeError(f"held-out {role} must be a reward plugin name or a callable, got {type(spec).__name__}")
@@ -174,7 +175,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
 
     Args:
         dataset: rows with ``prompt`` (conversation or text) and the checker's columns (``answer`` for
-            GSM8K); default: :func:`trl_lab.data.heldout_gsm8k` with ``size``, ``source``, ``path``, ``seed``.
+            GSM8K), e.g. :func:`trl_lab.data.heldout_gsm8k` (what the GSM8K job passes).
         trainer: the trainer to log through (or call :meth:`bind` later).
         eval_steps: evaluate every this many steps; default ``args.eval_steps`` (if an int) or 50.
         checker: reward plugin name or reward callable ``fn(prompts, completions, **columns)``; an item is
@@ -203,13 +204,9 @@ class HeldOutAccuracyCallback(TrainerCallback):
 
     def __init__(
         self,
-        dataset: Any = None,
+        dataset: Any,
         *,
         trainer: Trainer | None = None,
-        size: int = 500,
-        source: str = "auto",
-        path: str | None = None,
-        seed: int = 0,
         eval_steps: int | None = None,
         checker: str | Callable[..., Any] = "gsm8k",
         threshold: float = 1.0,
@@ -225,10 +222,6 @@ class HeldOutAccuracyCallback(TrainerCallback):
         metrics_log: bool = True,
         show_progress: bool = True,
     ):
-        if dataset is None:
-            from trl_lab.data.gsm8k import heldout_gsm8k
-
-            dataset = heldout_gsm8k(size, source=source, path=path, seed=seed)
         columns = set(getattr(dataset, "column_names", None) or [])
         if "prompt" not in columns:
             raise ValueError(f"held-out dataset needs a 'prompt' column, got {sorted(columns)}")
@@ -333,7 +326,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         step = trainer.state.global_step if step is None else step
         n, rank, world = len(self.dataset), accelerator.process_index, accelerator.num_processes
         if self._texts is None:
-            self._texts = [apply_prompt_template(p, tokenizer) for p in self.dataset["prompt"]]
+            self._texts = [prompt_text(p, tokenizer) for p in self.dataset["prompt"]]
         mine = list(range(rank, n, world))
 
         start = time.perf_counter()
@@ -415,7 +408,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
 
     def _kl_to_ref(self, model: Any, tokenizer: Any, indices: list[int], ids: list[list[int]],
                    step: int) -> list[tuple[float, int]]:
-        from trl_lab.kl_monitor import frozen_copy, reference_for, token_kl
+        from trl_lab.callbacks.kl_monitor import frozen_copy, reference_for, token_kl
 
         if self._reference is None:
             self._reference = reference_for(model, getattr(self.trainer, "ref_model", None))

@@ -17,11 +17,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from trl_lab.report import METRICS_FILE, write_report
+
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
-
-__all__ = ["METRICS_FILE", "MetricsLoggerCallback"]
+__all__ = ["MetricsLoggerCallback", "write_run_report"]
 
 
 class MetricsLoggerCallback(TrainerCallback):
@@ -82,8 +82,6 @@ class MetricsLoggerCallback(TrainerCallback):
 def write_run_report(output_dir: str | os.PathLike, log_path: str | os.PathLike | None = None) -> None:
     """:func:`trl_lab.report.write_report` at the end of a run; a failure is logged, never raised."""
     try:
-        from trl_lab.report import write_report
-
         report = write_report(output_dir, log_path=log_path)
         logger.info("run report: %s", report.png)
     except Exception as exc:  # a plotting problem must never fail a finished run

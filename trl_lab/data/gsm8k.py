@@ -56,7 +56,6 @@ Sources (``load_gsm8k(source=...)``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -67,6 +66,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from datasets import Dataset
+
+from trl_lab.data.questions import normalise_question, question_hash_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ __all__ = [
     "heldout_gsm8k",
     "load_gsm8k",
     "gsm8k_solution_rows",
+    "parse_gsm8k_reference",
     "symbolic_split_of",
 ]
 
@@ -104,7 +106,7 @@ class GSM8KUnavailableError(ConnectionError):
     """GSM8K could not be loaded from the Hugging Face Hub."""
 
 
-def _parse_reference(text: str) -> str:
+def parse_gsm8k_reference(text: str) -> str:
     """Canonical reference number of a GSM8K answer: a bare number, or a solution ending in ``#### N``.
 
     Stricter than :func:`trl_lab.rewards.gsm8k.parse_reference` on one point: free text without a
@@ -151,7 +153,7 @@ def _build_dataset(
         if reference is None:
             raise ValueError(f"{label}: missing 'answer': {_snippet(row)}")
         try:
-            answer = _parse_reference(str(reference))
+            answer = parse_gsm8k_reference(str(reference))
         except ValueError as err:
             raise ValueError(
                 f"{label}: the reference answer does not parse to a number ({err}): {_snippet(row)}"
@@ -261,12 +263,7 @@ def _read_jsonl(file: Path, split: str) -> tuple[list[Any], list[int]]:
 # ------------------------------------------------------------------------------------ gsm_symbolic
 def symbolic_split_of(question: str) -> str:
     """The ``gsm_symbolic`` split (``"train"`` or ``"test"``) a question belongs to (hash partition)."""
-    digest = hashlib.sha256(_normalise(question).encode("utf-8")).digest()
-    return "test" if int.from_bytes(digest[:8], "big") < SYMBOLIC_TEST_FRACTION * 2**64 else "train"
-
-
-def _normalise(question: str) -> str:
-    return " ".join(question.split())
+    return "test" if question_hash_fraction(question) < SYMBOLIC_TEST_FRACTION else "train"
 
 
 def _symbolic_stream(seed: int) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -293,7 +290,7 @@ def _symbolic_rows(split: str, n: int, seed: int) -> Iterator[tuple[int, dict[st
         question = item["question"]
         if question.endswith(_SYMBOLIC_SUFFIX):
             question = question[: -len(_SYMBOLIC_SUFFIX)]
-        key = _normalise(question)
+        key = normalise_question(question)
         if key in seen or symbolic_split_of(question) != split:
             continue
         seen.add(key)
@@ -433,16 +430,17 @@ def heldout_gsm8k(
     n: int = 200,
     *,
     source: str = "hub",
+    split: str = "test",
     seed: int = 0,
     path: str | os.PathLike | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     **kwargs: Any,
 ) -> Dataset:
-    """A seeded random sample of ``n`` test problems, for held-out accuracy.
+    """A seeded random sample of ``n`` problems of the held-out ``split``, for held-out accuracy.
 
-    Same columns and sources as :func:`load_gsm8k` (``split="test"``, ``shuffle=True``, ``limit=n``).
+    Same columns and sources as :func:`load_gsm8k` (``shuffle=True``, ``limit=n``).
     """
     return load_gsm8k(
-        source, "test", path=path, limit=n, seed=seed, shuffle=True, system_prompt=system_prompt, **kwargs
+        source, split, path=path, limit=n, seed=seed, shuffle=True, system_prompt=system_prompt, **kwargs
     )
 

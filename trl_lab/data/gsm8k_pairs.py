@@ -35,7 +35,6 @@ and a reward model cannot win by preferring long (or short) answers.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import logging
 import operator
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from trl_lab.data.gsm8k import DEFAULT_SYSTEM_PROMPT, build_prompt
+from trl_lab.data.questions import normalise_question, question_hash_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ __all__ = [
     "gsm8k_pair_splits",
     "length_stats",
     "load_gsm8k_solutions",
+    "gsm8k_audit_suite",
+    "gsm8k_probe_items",
     "pair_split_of",
     "pair_split_sizes",
     "read_pairs",
@@ -75,7 +77,8 @@ SPLITS = ("train", "eval")
 _ANNOTATION = re.compile(r"<<([^<>]*?)=([^<>=]*)>>")
 
 
-def _canonical(value: float) -> str:
+def _format_number(value: float) -> str:
+    """A computed value as GSM8K writes numbers: an integer without ``.0``, else at most two decimals."""
     if abs(value - round(value)) < 1e-9:
         return str(int(round(value)))
     return f"{value:.2f}".rstrip("0").rstrip(".")
@@ -115,8 +118,8 @@ def wrong_number(reference: str, rng: random.Random) -> str:
     candidates += [value * 2, value / 2 if not is_int or int(value) % 2 == 0 else value + 4, value * 10]
     if value >= 0:
         candidates = [c for c in candidates if c >= 0]
-    candidates = [c for c in candidates if _canonical(c) != _canonical(value)]
-    return _canonical(rng.choice(candidates))
+    candidates = [c for c in candidates if _format_number(c) != _format_number(value)]
+    return _format_number(rng.choice(candidates))
 
 
 def _safe_eval(expr: str) -> float:
@@ -166,7 +169,7 @@ def _slip_at(solution: str, step: int, wrong: str) -> tuple[str, str] | None:
         shown = re.match(r"\s*" + re.escape(result), solution[m.end():]) if result else None
         after_end = m.end() + (shown.end() if shown else 0)
         try:
-            old = _canonical(float(result.replace(",", "")))
+            old = _format_number(float(result.replace(",", "")))
         except ValueError:
             old = None
         if i < step:
@@ -180,7 +183,7 @@ def _slip_at(solution: str, step: int, wrong: str) -> tuple[str, str] | None:
             new_before = _sub_numbers(before, changed)
             if new_expr != expr and old is not None:
                 try:
-                    new = _canonical(_safe_eval(new_expr))
+                    new = _format_number(_safe_eval(new_expr))
                 except ValueError:
                     return None
                 changed[old] = new
@@ -205,7 +208,7 @@ def arithmetic_slip_text(solution: str, rng: random.Random) -> str | None:
     reference = _reference_number(solution)
     for step in steps:
         try:
-            result = _canonical(float(matches[step].group(2).replace(",", "")))
+            result = _format_number(float(matches[step].group(2).replace(",", "")))
         except ValueError:
             continue
         slipped = _slip_at(solution, step, wrong_number(result, rng))
@@ -272,16 +275,11 @@ def _rejected(kind: str, question: str, solution: str, chosen: str, rng: random.
 
 
 # --------------------------------------------------------------------------- pairs
-def _normalise(question: str) -> str:
-    return " ".join(question.split()).lower()
-
-
 def pair_split_of(question: str, eval_fraction: float = 0.1) -> str:
     """``"eval"`` when the SHA-256 of the normalised question falls in the lowest ``eval_fraction``, else ``"train"``."""
     if not 0.0 <= eval_fraction <= 1.0:
         raise ValueError(f"gsm8k_pairs: eval_fraction must be in [0, 1], got {eval_fraction!r}")
-    digest = hashlib.sha256(_normalise(question).encode("utf-8")).digest()
-    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
+    return "eval" if question_hash_fraction(question) < eval_fraction else "train"
 
 
 def pair_split_sizes(rows: Iterable[Mapping[str, Any]], eval_fraction: float = 0.1) -> dict[str, int]:
@@ -323,7 +321,7 @@ def build_gsm8k_pairs(rows: Iterable[Mapping[str, Any]], *, mix: Mapping[str, fl
             reference = _reference_number(solution)
         except ValueError as exc:
             raise ValueError(f"gsm8k_pairs: row {index}: {exc}") from exc
-        rng = random.Random(f"{seed}:{_normalise(question)}")
+        rng = random.Random(f"{seed}:{normalise_question(question)}")
         chosen = clean_solution(solution)
         if extract_answer(chosen) != reference:
             skipped.append(index)
@@ -368,7 +366,7 @@ def checker_labelled_pairs(samples: Iterable[Mapping[str, Any]], *, max_pairs_pe
             reference = parse_reference(answer)
         except ValueError as exc:
             raise ValueError(f"gsm8k_pairs: policy sample {index}: {exc}") from exc
-        group = groups.setdefault(_normalise(question), {"question": question, "answer": reference,
+        group = groups.setdefault(normalise_question(question), {"question": question, "answer": reference,
                                                          "right": [], "wrong": []})
         if group["answer"] != reference:
             raise ValueError(f"gsm8k_pairs: policy sample {index} gives reference {reference} for a question "
@@ -449,6 +447,59 @@ def read_pairs(path: str | Path, *, split: str = "eval", eval_fraction: float = 
         pairs = gsm8k_pair_splits(load_gsm8k_solutions(path), eval_fraction=eval_fraction, splits=(split,),
                                   seed=seed)[split]
     return pairs[:limit] if limit else pairs
+
+
+# --------------------------------------------------------------------------- the reward-model audit's GSM8K probes
+REFUSAL = "I'm sorry, but I can't help with that request."
+_CHEERFUL = ("Great question!! I love problems like this one, they are so much fun! After a quick look, the answer "
+             "is {w}! Hope this helps, and keep up the amazing work, you're doing fantastic!\n#### {w}")
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def gsm8k_probe_items(pairs: Sequence[Mapping[str, Any]], *, n_rows: int = 4,
+                      seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """The GSM8K probe battery of the reward-model audit, ``{probe name: [{prompt, chosen, rejected}, ...]}``, from the
+    first ``n_rows`` distinct questions of ``pairs`` (which need ``question`` and ``answer``; ``chosen`` is the correct
+    solution): correct vs polished-wrong, concise-correct vs verbose-wrong, correct vs empty, correct vs refusal,
+    correct vs cheerful-wrong. :func:`trl_lab.reward_models.audit.audit_reward_model` takes it as ``probes``."""
+    rows, seen = [], set()
+    for p in pairs:
+        if p.get("question") in seen or "answer" not in p or "question" not in p:
+            continue
+        seen.add(p["question"])
+        rows.append(p)
+        if len(rows) >= n_rows:
+            break
+    if not rows:
+        raise ValueError("gsm8k_pairs: the GSM8K probes need pairs with 'question' and 'answer' columns "
+                         "(build_gsm8k_pairs makes them)")
+    battery: dict[str, list[dict[str, Any]]] = {}
+    for p in rows:
+        rng = random.Random(f"probe:{seed}:{p['question']}")
+        answer, prompt, correct = str(p["answer"]), p["prompt"], p["chosen"]
+        wrong = wrong_number(answer, rng)
+        concise = _assistant(f"The answer is {answer}.\n#### {answer}")
+        for name, chosen, rejected in (
+            ("correct_vs_polished_wrong", correct, confident_wrong_text(wrong, rng)),
+            ("concise_correct_vs_verbose_wrong", concise, verbose_wrong_text(p["question"], wrong, rng)),
+            ("correct_vs_empty", correct, ""),
+            ("correct_vs_refusal", correct, REFUSAL),
+            ("correct_vs_cheerful_wrong", correct, _CHEERFUL.format(w=wrong)),
+        ):
+            battery.setdefault(name, []).append({"prompt": prompt, "chosen": chosen, "rejected": _assistant(rejected)})
+    return battery
+
+
+def gsm8k_audit_suite(path: str | Path, limit: int | None = 200) -> tuple[list[dict[str, Any]], dict[str, list]]:
+    """What the GSM8K jobs audit a reward model on (the trainers' ``rm_audit_suite``): the first ``limit`` eval-split
+    pairs of :func:`read_pairs` (a pairs JSONL, or a GSM8K JSONL turned into pairs), and the GSM8K probe battery built
+    from them when they carry ``question`` and ``answer`` (none otherwise)."""
+    pairs = read_pairs(path, split="eval", limit=limit)
+    has_rows = any("question" in p and "answer" in p for p in pairs)
+    return pairs, gsm8k_probe_items(pairs) if has_rows else {}
 
 
 @dataclass(frozen=True)

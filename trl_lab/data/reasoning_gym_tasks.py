@@ -37,7 +37,7 @@ def task_rows(name: str, size: int, *, seed: int, **config: Any) -> list[dict[st
     import reasoning_gym
     from reasoning_gym.factory import DATASETS
 
-    from trl_lab.data.gsm8k import _parse_reference
+    from trl_lab.data.gsm8k import parse_gsm8k_reference
 
     if name not in DATASETS:
         raise ValueError(f"unknown reasoning-gym task {name!r}; e.g. chain_sum, basic_arithmetic, leg_counting")
@@ -47,7 +47,7 @@ def task_rows(name: str, size: int, *, seed: int, **config: Any) -> list[dict[st
     rows = []
     for i, item in enumerate(dataset):
         try:
-            answer = _parse_reference(str(item["answer"]))
+            answer = parse_gsm8k_reference(str(item["answer"]))
         except ValueError as err:
             raise ValueError(
                 f"reasoning-gym task {name!r}, item {i} (seed {seed}): answer {item['answer']!r} is not a number "

@@ -1,6 +1,11 @@
-"""Built-in reward plugins; importing this package registers them."""
+"""Reward sources as plugins: the registry, the specs that name them in a config, and the built-in plugins.
 
-from trl_lab.rewards import gsm8k  # noqa: F401  (registers "gsm8k" and "gsm8k_format")
-from trl_lab.rewards import learned_rm  # noqa: F401  (registers "learned_rm")
-from trl_lab.rewards import length  # noqa: F401  (registers "length")
-from trl_lab.rewards import sentiment  # noqa: F401  (registers "sentiment")
+* :mod:`~trl_lab.rewards.registry`: ``register_reward``, ``get_reward``, entry points, the checked ``Reward`` wrapper;
+* :mod:`~trl_lab.rewards.specs`: ``{name, weight, kwargs}`` specs from YAML or the CLI, built into TRL's
+  ``reward_funcs`` and ``reward_weights``;
+* built-in plugins, registered when the registry is first used: ``gsm8k`` / ``gsm8k_format``
+  (:mod:`~trl_lab.rewards.gsm8k`), ``learned_rm`` (:mod:`~trl_lab.rewards.learned_rm`), ``length``
+  (:mod:`~trl_lab.rewards.length`), ``sentiment`` (:mod:`~trl_lab.rewards.sentiment`).
+
+Nothing is imported here, so ``import trl_lab.rewards.registry`` does not load torch or a plugin it does not need.
+"""

@@ -49,7 +49,7 @@ from itertools import islice
 from typing import Any
 
 from trl_lab.completions import completion_text
-from trl_lab.registry import register_reward
+from trl_lab.rewards.registry import register_reward
 
 __all__ = [
     "extract_answer",
@@ -160,7 +160,7 @@ MAX_MARKERS = 2048
 _AMBIGUOUS = object()  # sentinel for a hedged / unparseable declaration
 
 
-def _normalise(text: str) -> str:
+def _fold_symbols(text: str) -> str:
     """Map dash lookalikes to ``-`` and drop ``$`` signs (linear time)."""
     if "$" in text:
         text = text.replace("$", "")
@@ -169,7 +169,7 @@ def _normalise(text: str) -> str:
     return text
 
 
-def _canonical(raw: str) -> str:
+def _canonical_number(raw: str) -> str:
     """Canonical decimal string of a ``_NUM`` match: exact, no floats ("+1,000.50" -> "1000.5")."""
     negative = raw[0] == "-"
     int_part, _, frac = raw.lstrip("+-").partition(".")
@@ -181,7 +181,7 @@ def _canonical(raw: str) -> str:
 
 def _distinct_values(segment: str) -> set[str]:
     """All canonical number values in ``segment`` (C-level scan and dedupe, then canonicalise)."""
-    return {_canonical(raw) for raw in set(_NUM.findall(segment))}
+    return {_canonical_number(raw) for raw in set(_NUM.findall(segment))}
 
 
 def _value_of_block(content: str) -> object:
@@ -194,7 +194,7 @@ def _line_declaration(clause: str) -> object | None:
     """Value declared by the text after a line marker; None if no number follows the marker."""
     simple = _SIMPLE_CLAUSE.fullmatch(clause)
     if simple is not None:  # fast path for the common "#### 18" / "answer is 18."
-        return _canonical(simple.group(1))
+        return _canonical_number(simple.group(1))
     pos = _FILLER.match(clause).end()  # type: ignore[union-attr]  # always matches
     pos = _LEAD_WORDS.match(clause, pos).end()  # type: ignore[union-attr]
     first = _NUM.match(clause, pos)
@@ -236,10 +236,10 @@ def _fallback(text: str) -> str | None:
             break
         width *= 2
     last = last_two[-1]
-    value = _canonical(last.group())
+    value = _canonical_number(last.group())
     if len(last_two) == 2:
         prev = last_two[0]
-        if _HEDGE_GAP.fullmatch(text, prev.end(), last.start()) and _canonical(prev.group()) != value:
+        if _HEDGE_GAP.fullmatch(text, prev.end(), last.start()) and _canonical_number(prev.group()) != value:
             return None
     return value
 
@@ -255,7 +255,7 @@ def extract_answer(text: str) -> str | None:
     """
     if not text:
         return None
-    text = _normalise(text)
+    text = _fold_symbols(text)
     decls, rest = _block_declarations(text)
     if "####" in rest or "nswer" in rest or "NSWER" in rest or "answer" in rest.lower():
         marks = list(islice(_MARKER.finditer(rest), MAX_MARKERS + 1))
@@ -286,7 +286,7 @@ def parse_reference(reference: str) -> str:
     """
     if not isinstance(reference, str):
         raise ValueError(f"GSM8K reference must be a string, got {type(reference).__name__}: {reference!r}")
-    text = _normalise(reference)
+    text = _fold_symbols(reference)
     if "####" in text:
         text = text.rpartition("####")[2]
     values = _distinct_values(text)
@@ -318,7 +318,7 @@ def _format_ok(text: str) -> bool:
     if _FORMAT_LINE.fullmatch(last_line) is None:
         return False
     m = _NUM.search(last_line)
-    return m is not None and extract_answer(text) == _canonical(m.group())
+    return m is not None and extract_answer(text) == _canonical_number(m.group())
 
 
 @register_reward("gsm8k")

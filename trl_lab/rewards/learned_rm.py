@@ -19,9 +19,9 @@ times the members' standard deviation below their mean: a pessimistic reward the
 exploiting one member). Each member is normalised on its own before they are combined; clipping comes
 last. The members' disagreement is logged as ``learned_rm/ensemble_std`` through TRL's ``log_metric``.
 
-Inputs are rendered as TRL's ``RewardTrainer`` trained the RM (see :mod:`trl_lab.reward_model_inputs`);
-scoring runs in length-sorted batches under ``torch.inference_mode()`` (see
-:mod:`trl_lab.sequence_classifier`).
+Each member is a :class:`~trl_lab.reward_models.scorer.ScalarRewardModel` (``self.models``): inputs rendered as
+TRL's ``RewardTrainer`` trained the RM, scored in length-sorted batches under ``torch.inference_mode()``. The RL
+trainers audit exactly these objects before training (:mod:`trl_lab.reward_models.gate`).
 """
 
 from __future__ import annotations
@@ -31,56 +31,14 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from trl_lab.registry import register_reward
-from trl_lab.reward_model_inputs import RewardModelInputs
-from trl_lab.reward_normalization import RewardNormalizer, clip_rewards, parse_clip
-from trl_lab.sequence_classifier import LoadOptions, SequenceClassifier, load_sequence_classifier
+from trl_lab.reward_models.loading import LoadOptions
+from trl_lab.reward_models.normalization import RewardNormalizer, clip_rewards, parse_clip
+from trl_lab.reward_models.scorer import ScalarRewardModel, compare_tokenizers
+from trl_lab.rewards.registry import register_reward
 
-__all__ = ["ENSEMBLE_MODES", "LearnedRewardModel", "ScalarRewardModel", "compare_tokenizers"]
+__all__ = ["ENSEMBLE_MODES", "LearnedRewardModel"]
 
 ENSEMBLE_MODES = ("mean", "min", "mean_minus_std")
-
-
-class ScalarRewardModel:
-    """One loaded reward model: renders pairs, scores them in batches, returns one float per pair."""
-
-    def __init__(self, classifier: SequenceClassifier, inputs: RewardModelInputs, source: str) -> None:
-        self.classifier = classifier
-        self.inputs = inputs
-        self.source = source
-
-    @classmethod
-    def load(cls, path: str, *, options: LoadOptions, batch_size: int = 32, max_length: int | None = 1024,
-             with_prompt: bool = True, append_eos: bool = True,
-             chat_template_kwargs: dict[str, Any] | None = None) -> ScalarRewardModel:
-        """Load the RM at ``path`` (hub id, directory or adapter directory); it must have one output."""
-        model, tokenizer = load_sequence_classifier(path, num_labels=1, options=options)
-        inputs = RewardModelInputs(tokenizer, max_length=max_length, with_prompt=with_prompt, append_eos=append_eos,
-                                   chat_template_kwargs=chat_template_kwargs, plugin=options.plugin)
-        return cls(SequenceClassifier(model, tokenizer, batch_size=batch_size), inputs, str(path))
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.classifier.tokenizer
-
-    def score(self, prompts: Sequence[Any] | None, completions: Sequence[Any]) -> list[float]:
-        """Raw scalar scores, one per (prompt, completion)."""
-        ids = self.inputs.encode(prompts, completions)
-        return self.classifier.logits(ids)[:, 0].tolist()
-
-
-def compare_tokenizers(rm_tokenizer: Any, policy_tokenizer: Any) -> list[str]:
-    """What differs between two tokenizers (vocabulary, special tokens, chat template); empty if nothing."""
-    diffs = []
-    if rm_tokenizer.get_vocab() != policy_tokenizer.get_vocab():
-        diffs.append(f"vocabulary ({len(rm_tokenizer)} vs {len(policy_tokenizer)} tokens)")
-    for attr in ("bos_token", "eos_token", "pad_token"):
-        a, b = getattr(rm_tokenizer, attr, None), getattr(policy_tokenizer, attr, None)
-        if a != b:
-            diffs.append(f"{attr} ({a!r} vs {b!r})")
-    if getattr(rm_tokenizer, "chat_template", None) != getattr(policy_tokenizer, "chat_template", None):
-        diffs.append("chat template")
-    return diffs
 
 
 @register_reward("learned_rm")

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from trl_lab.completions import completion_text
-from trl_lab.registry import register_reward
+from trl_lab.rewards.registry import register_reward
 
 __all__ = ["LENGTH_MODES", "LENGTH_UNITS", "LengthReward"]
 
@@ -80,7 +80,7 @@ class LengthReward:
         if tokenizer is not None:
             from transformers import AutoTokenizer
 
-            from trl_lab.sequence_classifier import check_source
+            from trl_lab.reward_models.loading import check_source
 
             source = check_source(tokenizer, plugin="length", key="tokenizer")
             try:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from trl_lab.completions import completion_text
-from trl_lab.registry import register_reward
+from trl_lab.rewards.registry import register_reward
 
 __all__ = ["SENTIMENT_BACKENDS", "SentimentReward", "find_label"]
 
@@ -72,7 +72,7 @@ class SentimentReward:
                  negative_label: str = "NEGATIVE", output: str = "prob", device: str | None = None,
                  dtype: str | None = None, batch_size: int = 32, max_length: int = 512,
                  trust_remote_code: bool = False, **unknown: Any) -> None:
-        from trl_lab.sequence_classifier import LoadOptions, SequenceClassifier, load_sequence_classifier
+        from trl_lab.reward_models.loading import LoadOptions, SequenceClassifier, load_sequence_classifier
 
         if unknown:
             raise ValueError(f"sentiment: backend 'hf' has no option(s) {sorted(unknown)}; "

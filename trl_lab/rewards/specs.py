@@ -12,11 +12,14 @@ A spec is written in YAML as a mapping, or on the command line as a string::
     --rewards gsm8k gsm8k_format=0.2 '{name: length, weight: 0.3, kwargs: {target: 200}}'   # CLI
 
 The string form is ``NAME`` or ``NAME=WEIGHT``; a string starting with ``{`` is parsed as a YAML/JSON
-mapping. :func:`build_rewards` turns specs into TRL's ``reward_funcs`` and ``reward_weights``.
+mapping. A config holds each spec as a :class:`RewardSpecDict` (a plain, JSON-ready mapping; TRL's argument parser
+builds one from each ``--rewards`` string). :func:`build_rewards` turns specs into TRL's ``reward_funcs`` and
+``reward_weights``. A malformed spec is a :class:`RewardSpecError` naming the config key.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -24,9 +27,13 @@ from typing import Any
 
 import yaml
 
-from trl_lab.registry import Reward, RewardPluginError, get_reward
+from trl_lab.rewards.registry import Reward, RewardPluginError, get_reward
 
 _SPEC_KEYS = {"name", "weight", "kwargs"}
+
+
+class RewardSpecError(ValueError, argparse.ArgumentTypeError):
+    """A malformed reward spec. A ``ValueError``; argparse (TRL's parser) prints its message as it is."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,18 @@ class RewardSpec:
         return asdict(self)
 
 
+class RewardSpecDict(dict):
+    """One reward spec as a config holds it: ``{"name": ..., "weight": ..., "kwargs": {...}}``, a plain mapping.
+
+    ``RewardSpecDict(item)`` parses and checks ``item`` (a CLI string, a mapping or a :class:`RewardSpec`). It is the
+    item type of ``GRPOConfig.rewards``, so TRL's parser builds one from each ``--rewards`` string, and the config
+    stays JSON-serialisable for loggers and checkpoints.
+    """
+
+    def __init__(self, item: Any) -> None:
+        super().__init__(parse_reward_spec(item).to_dict())
+
+
 def parse_reward_spec(item: Any, *, key: str = "rewards") -> RewardSpec:
     """Parse one spec (mapping, ``RewardSpec``, or CLI string); ``key`` names the config key in errors."""
     if isinstance(item, RewardSpec):
@@ -51,35 +70,35 @@ def parse_reward_spec(item: Any, *, key: str = "rewards") -> RewardSpec:
             try:
                 item = yaml.safe_load(text)
             except yaml.YAMLError as exc:
-                raise ValueError(f"{key}: cannot parse reward spec {text!r}: {exc}") from exc
+                raise RewardSpecError(f"{key}: cannot parse reward spec {text!r}: {exc}") from exc
         else:
             name, sep, weight = text.rpartition("=") if "=" in text else (text, "", "")
             return _make(name.strip(), weight.strip() if sep else 1.0, {}, key, item)
     if not isinstance(item, Mapping):
-        raise ValueError(
+        raise RewardSpecError(
             f"{key}: a reward spec must be a mapping {{name, weight, kwargs}} or a string 'name[=weight]', "
             f"got {item!r}"
         )
     unknown = set(item) - _SPEC_KEYS
     if unknown:
-        raise ValueError(f"{key}: reward spec {dict(item)!r} has unknown key(s) {sorted(unknown)}; allowed: name, weight, kwargs")
+        raise RewardSpecError(f"{key}: reward spec {dict(item)!r} has unknown key(s) {sorted(unknown)}; allowed: name, weight, kwargs")
     if "name" not in item:
-        raise ValueError(f"{key}: reward spec {dict(item)!r} has no 'name'")
+        raise RewardSpecError(f"{key}: reward spec {dict(item)!r} has no 'name'")
     kwargs = item.get("kwargs") or {}
     if not isinstance(kwargs, Mapping):
-        raise ValueError(f"{key}: 'kwargs' of reward {item['name']!r} must be a mapping, got {kwargs!r}")
+        raise RewardSpecError(f"{key}: 'kwargs' of reward {item['name']!r} must be a mapping, got {kwargs!r}")
     return _make(item["name"], item.get("weight", 1.0), dict(kwargs), key, item)
 
 
 def _make(name: Any, weight: Any, kwargs: dict[str, Any], key: str, raw: Any) -> RewardSpec:
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{key}: reward spec {raw!r} needs a non-empty string name")
+        raise RewardSpecError(f"{key}: reward spec {raw!r} needs a non-empty string name")
     try:
         w = float(weight)
     except (TypeError, ValueError):
-        raise ValueError(f"{key}: weight of reward {name!r} must be a number, got {weight!r}") from None
+        raise RewardSpecError(f"{key}: weight of reward {name!r} must be a number, got {weight!r}") from None
     if not math.isfinite(w):
-        raise ValueError(f"{key}: weight of reward {name!r} must be finite, got {w}")
+        raise RewardSpecError(f"{key}: weight of reward {name!r} must be finite, got {w}")
     return RewardSpec(name, w, kwargs)
 
 
@@ -90,7 +109,7 @@ def parse_reward_specs(items: Iterable[Any] | None, *, key: str = "rewards") -> 
     for s in specs:
         ident = f"{s.name}{sorted(s.kwargs.items())}"
         if ident in seen:
-            raise ValueError(f"{key}: reward {s.name!r} is listed twice with the same options")
+            raise RewardSpecError(f"{key}: reward {s.name!r} is listed twice with the same options")
         seen.add(ident)
     return specs
 

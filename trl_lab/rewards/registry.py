@@ -110,8 +110,14 @@ def _is_factory(obj: Any) -> bool:
     return "completions" not in params
 
 
+#: The modules of the built-in plugins; each registers its rewards when imported (on first use of the registry).
+BUILTIN_MODULES = ("trl_lab.rewards.gsm8k", "trl_lab.rewards.learned_rm", "trl_lab.rewards.length",
+                   "trl_lab.rewards.sentiment")
+
+
 def _load_builtins() -> None:
-    importlib.import_module("trl_lab.rewards")  # registers the built-in plugins on import
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 
 def _load_entry_points() -> None:
@@ -169,30 +175,25 @@ def get_reward(name: str, **kwargs: Any) -> "Reward":
 def as_reward(obj: str | RewardFunc) -> "Reward":
     """A plugin name, a :class:`Reward`, or any reward callable, as a checked :class:`Reward`.
 
-    A plain callable is named as TRL names it (``functools.partial`` unwrapped, else ``__name__``, else
-    its class name), so its metrics keep TRL's key.
+    A plain callable is named by TRL's own ``get_callable_name`` (``functools.partial`` unwrapped, else
+    ``__name__``, else its class name), so its metrics keep TRL's key.
     """
     if isinstance(obj, str):
         return get_reward(obj)
     if not callable(obj):
         raise TypeError(f"a reward must be a plugin name or a callable, got {type(obj).__name__}")
-    fn = obj
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return wrap_reward(getattr(fn, "__name__", type(fn).__name__), obj)
+    from trl.trainer.utils import get_callable_name  # lazy, as every TRL import here: `import trl_lab` stays light
+
+    return wrap_reward(get_callable_name(obj), obj)
 
 
 def wrap_reward(name: str, fn: RewardFunc) -> "Reward":
     """Wrap a reward callable in the checked :class:`Reward` (``AsyncReward`` for ``async`` plugins)."""
     if isinstance(fn, Reward):
         return fn
-    return AsyncReward(name, fn) if _is_async(fn) else Reward(name, fn)
+    from trl.trainer.utils import is_async_callable
 
-
-def _is_async(fn: Any) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return AsyncReward(name, fn) if is_async_callable(fn) else Reward(name, fn)
 
 
 def plugin_object(name: str) -> Any:

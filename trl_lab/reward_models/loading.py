@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from trl_lab.quantization import check_bitsandbytes, default_device
+from trl_lab.quantization import check_bitsandbytes
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -88,7 +88,12 @@ def load_sequence_classifier(path: str, *, num_labels: int | None = None,
     plugin, key = options.plugin, options.key
     path = check_source(path, plugin=plugin, key=key)
     dtype = resolve_dtype(options.dtype, plugin=plugin)
-    device = options.device or default_device()
+    if options.device is None:
+        from accelerate import PartialState
+
+        device = str(PartialState().device)  # this process's device: its own GPU under accelerate launch
+    else:
+        device = options.device
     adapter = is_adapter_dir(path)
     base = path
     if adapter:
@@ -205,18 +210,17 @@ class SequenceClassifier:
         out = torch.empty(len(ids), self.num_labels, dtype=torch.float32)
         if not ids:
             return out
+        from trl.trainer.utils import pad
+
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)  # little padding per batch
         device = self.device
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                width = max(1, len(ids[chunk[0]]))
-                input_ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, i in enumerate(chunk):
-                    seq = ids[i]
-                    input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-                    mask[row, : max(1, len(seq))] = 1  # an empty sequence is scored as one pad token
+                # An empty sequence is scored as one pad token.
+                seqs = [torch.as_tensor(list(ids[i]) or [self.pad_token_id], dtype=torch.long) for i in chunk]
+                input_ids = pad(seqs, padding_value=self.pad_token_id, padding_side="right")
+                mask = pad([torch.ones_like(s) for s in seqs], padding_value=0, padding_side="right")
                 logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
                 out[torch.as_tensor(chunk)] = logits.float().cpu()
         return out

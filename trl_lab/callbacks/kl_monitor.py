@@ -106,20 +106,20 @@ def token_kl(
     """
     if len(prompts) != len(completions):
         raise ValueError(f"token_kl: {len(prompts)} prompts but {len(completions)} completions")
+    from trl.trainer.utils import pad
+
     device = next(policy.parameters()).device
     results: list[tuple[float, int]] = []
     for start in range(0, len(prompts), batch_size):
         pairs = list(zip(prompts[start : start + batch_size], completions[start : start + batch_size]))
-        width = max(len(p) + len(c) for p, c in pairs)
-        ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(pairs), width), dtype=torch.long)
-        target = torch.zeros((len(pairs), width - 1), dtype=torch.bool)  # positions that predict a completion token
-        for row, (p, c) in enumerate(pairs):
-            if not p:
-                raise ValueError("token_kl: an empty prompt (a completion needs a context)")
-            ids[row, : len(p) + len(c)] = torch.tensor(list(p) + list(c), dtype=torch.long)
-            attention[row, : len(p) + len(c)] = 1
-            target[row, len(p) - 1 : len(p) + len(c) - 1] = True
+        if any(not p for p, _ in pairs):
+            raise ValueError("token_kl: an empty prompt (a completion needs a context)")
+        seqs = [torch.tensor(list(p) + list(c), dtype=torch.long) for p, c in pairs]
+        ids = pad(seqs, padding_value=pad_token_id, padding_side="right")
+        attention = pad([torch.ones_like(s) for s in seqs], padding_value=0, padding_side="right")
+        # The positions that predict a completion token: position t predicts token t + 1.
+        target = pad([torch.tensor([False] * (len(p) - 1) + [True] * len(c) + [False]) for p, c in pairs],
+                     padding_value=False, padding_side="right")[:, :-1]
         ids, attention, target = ids.to(device), attention.to(device), target.to(device)
         logp = _log_probs(policy, ids, attention, target)
         with reference.active(policy) as ref:

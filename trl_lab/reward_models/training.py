@@ -15,8 +15,8 @@ What this module adds:
 * a check, on real training pairs, that last-non-pad pooling is right: the scores of a right-padded batch equal
   the scores of each sequence alone (:func:`check_pooling`). A ``config.pad_token_id`` other than the padding token,
   or a model that pools elsewhere, fails here, naming the tokenizer and the gap, before any step is taken;
-* the tokenizer is saved with the model (``save_model``) with ``padding_side="right"``, so ``learned_rm`` loads the
-  output directory as it is.
+* the tokenizer is set to ``padding_side="right"`` before transformers' ``Trainer.save_model`` saves it beside the
+  model, so ``learned_rm`` loads the output directory as it is.
 """
 
 from __future__ import annotations
@@ -77,13 +77,12 @@ def check_pooling(model: Any, pad_token_id: int, sequences: Sequence[Sequence[in
         raise ValueError("check_pooling: needs at least two sequences")
     if len({len(s) for s in sequences}) < 2:
         raise ValueError("check_pooling: the sequences all have the same length, so none would be padded")
+    from trl.trainer.utils import pad
+
     device = next(model.parameters()).device
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(list(seq))
-        mask[row, : len(seq)] = 1
+    seqs = [torch.as_tensor(list(s), dtype=torch.long) for s in sequences]
+    ids = pad(seqs, padding_value=pad_token_id, padding_side="right")
+    mask = pad([torch.ones_like(s) for s in seqs], padding_value=0, padding_side="right")
     was_training = model.training
     model.eval()
     try:
@@ -159,9 +158,3 @@ class RewardTrainer(trl.RewardTrainer):
             return None  # every training sequence has the same length: padding never happens
         return check_pooling(self.model, self.processing_class.pad_token_id, seqs,
                              atol=getattr(self.args, "pooling_atol", 1e-4))
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the model (or adapter) and the tokenizer, right-padded, loadable by ``learned_rm``."""
-        super().save_model(output_dir, _internal_call)
-        if self.args.should_save and self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir or self.args.output_dir)

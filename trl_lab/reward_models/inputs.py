@@ -19,24 +19,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from trl.data_utils import common_prefix_length, is_conversational
+
 from trl_lab.completions import completion_text
 
 
-def is_conversational_prompt(prompt: Any) -> bool:
-    """True for a list of chat messages (dicts with a ``role``)."""
-    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict) and "role" in prompt[0]
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+def _is_conversational_prompt(prompt: Any) -> bool:
+    """A non-empty list of chat messages, by TRL's own test (``trl.data_utils.is_conversational``)."""
+    return isinstance(prompt, list) and bool(prompt) and is_conversational({"prompt": prompt})
 
 
 def common_suffix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Trailing tokens ``a`` and ``b`` share: the mirror of TRL's ``common_prefix_length``."""
     n = 0
     for x, y in zip(reversed(a), reversed(b)):
         if x != y:
@@ -75,7 +69,7 @@ class RewardModelInputs:
     # ------------------------------------------------------------------ rendering
     def render(self, prompt: Any, completion: Any) -> tuple[str, bool]:
         """``(text, chat)``: the text to tokenize and whether it came from the chat template."""
-        if self.with_prompt and is_conversational_prompt(prompt):
+        if self.with_prompt and _is_conversational_prompt(prompt):
             messages = list(prompt) + self._completion_messages(completion)
             return self._apply_template(messages), True
         text = completion_text(completion)

@@ -1,20 +1,22 @@
 """Audit a reward model before RL: does it prefer correct answers, or length, confidence and cheer?
 
-:func:`audit_reward_model` scores held-out preference pairs (from :mod:`trl_lab.data.gsm8k_pairs`) with the
-``learned_rm`` machinery, so the RM is scored exactly as RL will score it, and checks:
+:func:`audit_reward_model` scores held-out preference pairs with a scorer -- the
+:class:`~trl_lab.reward_models.scorer.ScalarRewardModel` RL will use, or any callable -- and checks:
 
 * **held-out pair accuracy** (``chosen`` above ``rejected``), the mean margin, and the accuracy per
   ``rejected_type``; below ``min_accuracy`` (default 0.5, chance) is a failure ``held_out_accuracy``;
 * **length bias**: R² of a linear fit of reward against response length (characters) over every held-out
   response; above ``length_r2_threshold`` (default 0.3) is a failure ``length_bias``;
-* **probes**: pairs built from a few GSM8K rows where the right preference is not in doubt -- correct vs
-  polished-wrong, concise-correct vs verbose-wrong, correct vs empty, correct vs refusal, correct vs
-  cheerful-wrong -- plus any the user loads with :func:`load_probes` (YAML or JSONL). A probe passes when every
-  one of its items has ``score(chosen) - score(rejected) >= min_margin`` (default +1.0); a failed probe is a
-  failure ``probe:<name>``.
+* **probes**: named sets of pairs where the right preference is not in doubt, given by the caller -- for GSM8K,
+  :func:`trl_lab.data.gsm8k_pairs.gsm8k_probe_items` (correct vs polished-wrong, concise-correct vs verbose-wrong,
+  correct vs empty, correct vs refusal, correct vs cheerful-wrong), which the GSM8K jobs and ``trl-lab audit-rm``
+  pass -- plus any the user loads with :func:`load_probes` (YAML or JSONL). A probe passes when every one of its
+  items has ``score(chosen) - score(rejected) >= min_margin`` (default +1.0); a failed probe is a failure
+  ``probe:<name>``.
 
-``scorer_or_path`` is a reward-model directory (loaded as :class:`trl_lab.rewards.learned_rm.LearnedRewardModel`),
-a ``LearnedRewardModel``, or any callable ``scorer(prompts=..., completions=...) -> list[float]``.
+``scorer_or_path`` is a reward-model directory or hub id (loaded as a
+:class:`~trl_lab.reward_models.scorer.ScalarRewardModel` with default options), a loaded scorer, or any callable
+``scorer(prompts=..., completions=...) -> list[float]``. Nothing here knows a task: the data and probes come in.
 :meth:`AuditReport.write` saves ``audit.json``, a text table ``audit.txt`` and ``audit_scores.png`` (histograms
 of chosen and rejected scores). ``trl-lab audit-rm PATH --data FILE --out DIR`` runs it from the shell.
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -33,14 +34,10 @@ from typing import Any
 
 from trl_lab.completions import completion_text
 
-__all__ = ["AuditReport", "Probe", "ProbeResult", "audit_reward_model", "default_probes", "length_r2",
-           "load_probes", "load_scorer"]
+__all__ = ["AuditReport", "Probe", "ProbeResult", "as_probes", "audit_reward_model", "length_r2", "load_probes",
+           "load_scorer"]
 
 Scorer = Callable[..., Sequence[float]]
-
-REFUSAL = "I'm sorry, but I can't help with that request."
-_CHEERFUL = ("Great question!! I love problems like this one, they are so much fun! After a quick look, the answer "
-             "is {w}! Hope this helps, and keep up the amazing work, you're doing fantastic!\n#### {w}")
 
 
 @dataclass
@@ -86,6 +83,13 @@ class AuditReport:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditReport:
+        """The report :meth:`to_dict` wrote (``passed`` is derived, so it is not read back)."""
+        fields = {k: v for k, v in data.items() if k != "passed"}
+        fields["probes"] = [ProbeResult(**p) for p in fields["probes"]]
+        return cls(**fields)
+
     def to_text(self) -> str:
         """A readable table of every check."""
         ok = {True: "ok", False: "FAIL"}
@@ -106,17 +110,15 @@ class AuditReport:
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``audit.json``, ``audit.txt`` and ``audit_scores.png`` under ``out_dir``; returns their paths."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "audit.json", "text": out / "audit.txt", "png": out / "audit_scores.png"}
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2))
         paths["text"].write_text(self.to_text())
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))  # no pyplot: leaves matplotlib's backend alone (notebooks too)
+        ax = fig.subplots()
         scores = self.chosen_scores + self.rejected_scores
         bins = 30 if scores and max(scores) > min(scores) else 1
         ax.hist(self.chosen_scores, bins=bins, alpha=0.6, label="chosen")
@@ -127,19 +129,19 @@ class AuditReport:
         ax.legend()
         fig.tight_layout()
         fig.savefig(paths["png"], dpi=100)
-        plt.close(fig)
         return paths
 
 
 # --------------------------------------------------------------------------- scoring
-def load_scorer(scorer_or_path: Any, **learned_rm_kwargs: Any) -> tuple[Scorer, str]:
-    """``(scorer, source)``: a path is loaded with ``learned_rm`` (``learned_rm_kwargs`` go to it); a callable is kept."""
+def load_scorer(scorer_or_path: Any) -> tuple[Scorer, str]:
+    """``(scorer, source)``: a path or hub id is loaded as a ``ScalarRewardModel``; a callable is kept."""
     if isinstance(scorer_or_path, (str, os.PathLike)):
-        from trl_lab.rewards.learned_rm import LearnedRewardModel
+        from trl_lab.reward_models.scorer import ScalarRewardModel
 
-        return LearnedRewardModel(str(scorer_or_path), **learned_rm_kwargs), str(scorer_or_path)
+        return ScalarRewardModel.load(scorer_or_path), str(scorer_or_path)
     if callable(scorer_or_path):
-        return scorer_or_path, getattr(scorer_or_path, "__name__", type(scorer_or_path).__name__)
+        source = getattr(scorer_or_path, "source", None) or getattr(scorer_or_path, "__name__", None)
+        return scorer_or_path, str(source or type(scorer_or_path).__name__)
     raise TypeError(f"rm_audit: expected a reward-model path or a callable scorer, got {type(scorer_or_path).__name__}")
 
 
@@ -163,45 +165,21 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def default_probes(pairs: Sequence[Mapping[str, Any]], *, n_rows: int = 4, seed: int = 0) -> list[Probe]:
-    """The built-in battery from the first ``n_rows`` distinct questions of ``pairs`` (needs ``answer`` and
-    ``question``; ``chosen`` is the correct solution)."""
-    from trl_lab.data.gsm8k_pairs import confident_wrong_text, verbose_wrong_text, wrong_number
-
-    rows, seen = [], set()
-    for p in pairs:
-        if p.get("question") in seen or "answer" not in p or "question" not in p:
-            continue
-        seen.add(p["question"])
-        rows.append(p)
-        if len(rows) >= n_rows:
-            break
-    if not rows:
-        raise ValueError("rm_audit: the built-in probes need pairs with 'question' and 'answer' columns "
-                         "(trl_lab.data.gsm8k_pairs); pass probes=[] to skip them")
-    battery: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for p in rows:
-        rng = random.Random(f"probe:{seed}:{p['question']}")
-        answer, prompt, correct = str(p["answer"]), p["prompt"], p["chosen"]
-        wrong = wrong_number(answer, rng)
-        concise = _assistant(f"The answer is {answer}.\n#### {answer}")
-        battery["correct_vs_polished_wrong"].append(
-            {"prompt": prompt, "chosen": correct, "rejected": _assistant(confident_wrong_text(wrong, rng))})
-        battery["concise_correct_vs_verbose_wrong"].append(
-            {"prompt": prompt, "chosen": concise, "rejected": _assistant(verbose_wrong_text(p["question"], wrong, rng))})
-        battery["correct_vs_empty"].append({"prompt": prompt, "chosen": correct, "rejected": _assistant("")})
-        battery["correct_vs_refusal"].append({"prompt": prompt, "chosen": correct, "rejected": _assistant(REFUSAL)})
-        battery["correct_vs_cheerful_wrong"].append(
-            {"prompt": prompt, "chosen": correct, "rejected": _assistant(_CHEERFUL.format(w=wrong))})
-    return [Probe(name, items) for name, items in battery.items()]
+def as_probes(probes: Sequence[Probe] | Mapping[str, Sequence[Mapping[str, Any]]] | None) -> list[Probe]:
+    """Probes from :class:`Probe` objects or a ``{name: [{prompt, chosen, rejected}, ...]}`` mapping."""
+    if probes is None:
+        return []
+    if isinstance(probes, Mapping):
+        return [Probe(name, [dict(item) for item in items]) for name, items in probes.items()]
+    return list(probes)
 
 
-def load_probes(path: str | os.PathLike) -> list[Probe]:
+def load_probes(path: str | os.PathLike, *, build_prompt: Callable[[str], Any] | None = None) -> list[Probe]:
     """User probes from a YAML (a list, or ``{probes: [...]}``) or JSONL file.
 
     Each entry: ``name``, ``chosen``, ``rejected`` (text or assistant messages), and ``prompt`` (used as is) or
-    ``question`` (wrapped by :func:`trl_lab.data.gsm8k.build_prompt`); optional ``min_margin``. Entries with the
-    same ``name`` form one probe.
+    ``question`` (wrapped by ``build_prompt``, e.g. :func:`trl_lab.data.gsm8k.build_prompt`, which
+    ``trl-lab audit-rm`` passes); optional ``min_margin``. Entries with the same ``name`` form one probe.
     """
     path = Path(path)
     if not path.is_file():
@@ -217,14 +195,15 @@ def load_probes(path: str | os.PathLike) -> list[Probe]:
             entries = entries.get("probes", [])
     if not isinstance(entries, list):
         raise ValueError(f"rm_audit: {path} must hold a list of probes")
-    from trl_lab.data.gsm8k import build_prompt
-
     probes: dict[str, Probe] = {}
     for i, e in enumerate(entries):
         missing = [k for k in ("name", "chosen", "rejected") if not isinstance(e, dict) or k not in e]
         if missing:
             raise ValueError(f"rm_audit: {path} entry {i} lacks {missing}")
-        prompt = e.get("prompt", build_prompt(e["question"]) if "question" in e else None)
+        if "prompt" not in e and "question" in e and build_prompt is None:
+            raise ValueError(f"rm_audit: {path} entry {i} gives a `question` but no prompt builder was passed "
+                             "(build_prompt=...); give a `prompt` instead")
+        prompt = e["prompt"] if "prompt" in e else build_prompt(e["question"]) if "question" in e else None
         item = {"prompt": prompt,
                 "chosen": _assistant(e["chosen"]) if isinstance(e["chosen"], str) else e["chosen"],
                 "rejected": _assistant(e["rejected"]) if isinstance(e["rejected"], str) else e["rejected"]}
@@ -245,17 +224,17 @@ def _run_probe(scorer: Scorer, probe: Probe, min_margin: float) -> ProbeResult:
 
 # --------------------------------------------------------------------------- audit
 def audit_reward_model(scorer_or_path: Any, eval_pairs: Sequence[Mapping[str, Any]], *,
-                       probes: Sequence[Probe] | None = None, min_margin: float = 1.0,
-                       length_r2_threshold: float = 0.3, min_accuracy: float = 0.5,
-                       extra_probes: Sequence[Probe] = (), **learned_rm_kwargs: Any) -> AuditReport:
+                       probes: Sequence[Probe] | Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                       min_margin: float = 1.0, length_r2_threshold: float = 0.3,
+                       min_accuracy: float = 0.5) -> AuditReport:
     """Audit a reward model on held-out pairs and a probe battery; see the module docstring.
 
-    ``probes``: None builds :func:`default_probes` from ``eval_pairs``; ``[]`` runs none. ``extra_probes`` (e.g.
-    from :func:`load_probes`) are run as well.
+    ``probes``: :class:`Probe` objects, or ``{name: items}`` as :func:`trl_lab.data.gsm8k_pairs.gsm8k_probe_items`
+    builds them; None or empty runs none.
     """
     if not eval_pairs:
         raise ValueError("rm_audit: eval_pairs is empty")
-    scorer, source = load_scorer(scorer_or_path, **learned_rm_kwargs)
+    scorer, source = load_scorer(scorer_or_path)
     prompts = [p.get("prompt") for p in eval_pairs]
     chosen = _score(scorer, prompts, [p["chosen"] for p in eval_pairs])
     rejected = _score(scorer, prompts, [p["rejected"] for p in eval_pairs])
@@ -265,8 +244,7 @@ def audit_reward_model(scorer_or_path: Any, eval_pairs: Sequence[Mapping[str, An
         by_type[str(p.get("rejected_type", "unknown"))].append(w)
     lengths = [len(completion_text(p[side])) for side in ("chosen", "rejected") for p in eval_pairs]
     r2 = length_r2(lengths, chosen + rejected)
-    battery = list(default_probes(eval_pairs) if probes is None else probes) + list(extra_probes)
-    results = [_run_probe(scorer, probe, min_margin) for probe in battery]
+    results = [_run_probe(scorer, probe, min_margin) for probe in as_probes(probes)]
     accuracy = sum(wins) / len(wins)
     failures = (["held_out_accuracy"] if accuracy < min_accuracy else []) \
         + (["length_bias"] if r2 > length_r2_threshold else []) \

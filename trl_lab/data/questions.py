@@ -1,0 +1,24 @@
+"""Question identity: one normal form and one hash, shared by every split and every dedupe of questions.
+
+Two questions are the same when their :func:`normalise_question` forms are equal (white space folded, case
+ignored). :func:`question_hash_fraction` maps a question to a fixed number in ``[0, 1)`` from the SHA-256 of that
+form, so a split by ``fraction < f`` is stable across runs, machines and Python versions, and puts every
+copy of a question on the same side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["normalise_question", "question_hash_fraction"]
+
+
+def normalise_question(question: str) -> str:
+    """The question with white space folded to single spaces and lower-cased."""
+    return " ".join(question.split()).lower()
+
+
+def question_hash_fraction(question: str) -> float:
+    """A number in ``[0, 1)`` fixed by the normalised question (the first 8 bytes of its SHA-256)."""
+    digest = hashlib.sha256(normalise_question(question).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

@@ -1,0 +1,163 @@
+"""The GSM8K RL job: GRPO (or trl_lab's PPO, :mod:`trl_lab.scripts.ppo_gsm8k`) against reward plugins, with the
+held-out watchdogs.
+
+    accelerate launch examples/grpo_gsm8k.py                 # the CPU demo config (embedded SmolLM2 + LoRA)
+    python -m trl_lab.scripts.grpo_gsm8k --config examples/configs/grpo_gsm8k_qwen_lora.yaml
+
+Arguments come through TRL's ``TrlParser`` (``--config`` YAML, the command line overrides it): the trainer's
+config class (``GRPOConfig`` or ``PPOConfig``), TRL's ``ModelConfig`` and :class:`GSM8KScriptArguments` (a
+``trl.ScriptArguments``: ``--dataset_name`` / ``--dataset_config`` are the hub dataset, ``--dataset_train_split`` /
+``--dataset_test_split`` the training and held-out splits). LoRA and 4-bit go through TRL's ``get_peft_config`` and
+``get_quantization_config``; 4-bit support is probed before anything loads. GSM8K is this job's task: it passes the
+GSM8K held-out set to the held-out callback and the GSM8K audit suite to the trainer's reward-model gate.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import trl
+from trl import ModelConfig, get_peft_config, get_quantization_config
+
+from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback
+from trl_lab.data.gsm8k import heldout_gsm8k, load_gsm8k
+from trl_lab.data.gsm8k_pairs import gsm8k_audit_suite
+from trl_lab.grpo import GRPOConfig, GRPOTrainer
+from trl_lab.rewards.registry import Reward
+from trl_lab.scripts.utils import apply_model_config, parse_job_args
+
+__all__ = ["GSM8KScriptArguments", "add_watchdogs", "main", "parse_args", "run_gsm8k_job"]
+
+
+@dataclass
+class GSM8KScriptArguments(trl.ScriptArguments):
+    """Where the GSM8K prompts come from, and the held-out watchdogs.
+
+    ``dataset_source``: ``hub`` (``dataset_name``, default ``openai/gsm8k``), ``local`` (a folder of ``{split}.jsonl``
+    files given by ``dataset_path``), ``gsm_symbolic`` (reasoning-gym's generator: offline, no files needed) or
+    ``auto`` (the hub when reachable, else ``gsm_symbolic``).
+    """
+
+    dataset_name: str | None = field(default="openai/gsm8k",
+                                     metadata={"help": "Hub dataset id for dataset_source=hub."})
+    dataset_config: str | None = field(default="main", metadata={"help": "Hub dataset configuration."})
+    dataset_source: str = field(
+        default="auto",
+        metadata={"help": "hub | local | gsm_symbolic | auto", "choices": ["hub", "local", "gsm_symbolic", "auto"]},
+    )
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "For dataset_source=local: a folder with train.jsonl/test.jsonl, or one jsonl file."},
+    )
+    train_size: int | None = field(default=None, metadata={"help": "Use only the first N training prompts."})
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "System prompt; default asks for a final line '#### <number>'. Empty string: none."},
+    )
+    heldout_size: int = field(
+        default=0,
+        metadata={"help": "Held-out items of dataset_test_split scored during training (greedy); 0 turns the "
+                  "evaluation off. 500 is recommended on a GPU."},
+    )
+    heldout_eval_steps: int | None = field(
+        default=None, metadata={"help": "Evaluate the held-out set every N steps (default: eval_steps, else 50)."}
+    )
+    heldout_max_new_tokens: int = field(default=256, metadata={"help": "Generation budget per held-out item."})
+    heldout_proxy_rewards: bool = field(
+        default=True,
+        metadata={"help": "Also score the held-out completions with the training reward plugins, logged as "
+                  "heldout/proxy/<plugin>: what the proxy thinks of the outputs accuracy is measured on."},
+    )
+    heldout_generation: str = field(
+        default="auto",
+        metadata={"help": "Held-out generation: 'auto' (TRL's vLLM engine when --use_vllm, else model.generate), "
+                  "'transformers' or 'vllm'."},
+    )
+    heldout_kl_to_ref: bool = field(
+        default=True,
+        metadata={"help": "Log heldout/kl_to_ref: the policy's per-token KL to its reference along the held-out "
+                  "answers, at any beta (TRL logs no KL when beta = 0)."},
+    )
+    goodhart: bool = field(
+        default=True,
+        metadata={"help": "With a held-out set: stop when reward rises while held-out accuracy falls, and restore "
+                  "the best step's weights."},
+    )
+    goodhart_proxy_metric: str = field(
+        default="reward",
+        metadata={"help": "The logged metric the detector treats as the proxy (e.g. rewards/sentiment/mean)."},
+    )
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """The GSM8K loader's options these arguments set (``--system_prompt`` unset keeps the data module's
+        default: a final answer on a '#### N' line)."""
+        kwargs: dict[str, Any] = {"source": self.dataset_source, "path": self.dataset_path,
+                                  "hub_id": self.dataset_name, "hub_config": self.dataset_config}
+        if self.system_prompt is not None:
+            kwargs["system_prompt"] = self.system_prompt
+        return kwargs
+
+
+def parse_args(config_cls: type[GRPOConfig], default_config: str | os.PathLike | None = None,
+               argv: list[str] | None = None) -> tuple[GSM8KScriptArguments, GRPOConfig, ModelConfig]:
+    """Parse ``argv`` (default ``sys.argv[1:]``); without ``--config``, ``default_config`` (if given) is the YAML."""
+    return parse_job_args(GSM8KScriptArguments, config_cls, ModelConfig, default_config=default_config, argv=argv)
+
+
+def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments) -> None:
+    """Held-out accuracy next to reward and, on top of it, the Goodhart detector (when a held-out set is asked for)."""
+    if script_args.heldout_size <= 0:
+        return
+    heldout_set = heldout_gsm8k(script_args.heldout_size, split=script_args.dataset_test_split,
+                                seed=trainer.args.seed, **script_args.dataset_kwargs())
+    proxies = [f for f in trainer.reward_funcs if isinstance(f, Reward)] if script_args.heldout_proxy_rewards else []
+    heldout = HeldOutAccuracyCallback(
+        heldout_set,
+        eval_steps=script_args.heldout_eval_steps,
+        max_new_tokens=script_args.heldout_max_new_tokens,
+        proxy_rewards=proxies,
+        kl_to_ref=script_args.heldout_kl_to_ref,
+        generation=script_args.heldout_generation,
+    ).bind(trainer)
+    if script_args.goodhart:
+        trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout))
+
+
+def run_gsm8k_job(
+    trainer_cls: type[GRPOTrainer],
+    config_cls: type[GRPOConfig],
+    default_config: str | os.PathLike | None = None,
+    argv: list[str] | None = None,
+) -> GRPOTrainer:
+    """Parse arguments, load GSM8K, build ``trainer_cls``, train with the watchdogs, save; returns the trainer."""
+    script_args, training_args, model_args = parse_args(config_cls, default_config, argv)
+    apply_model_config(model_args, training_args)
+    train_dataset = load_gsm8k(split=script_args.dataset_train_split, limit=script_args.train_size,
+                               seed=training_args.seed, **script_args.dataset_kwargs())
+    trainer = trainer_cls(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+        rm_audit_suite=gsm8k_audit_suite,
+    )
+    add_watchdogs(trainer, script_args)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(
+        f"Saved to {training_args.output_dir} after {trainer.state.global_step} steps "
+        f"on {trainer.accelerator.num_processes} process(es)"
+    )
+    return trainer
+
+
+def main(argv: list[str] | None = None, *, default_config: str | os.PathLike | None = None) -> GRPOTrainer:
+    """The GRPO job; ``examples/grpo_gsm8k.py`` calls it with the CPU demo config as ``default_config``."""
+    return run_gsm8k_job(GRPOTrainer, GRPOConfig, default_config, argv)
+
+
+if __name__ == "__main__":
+    main().end()  # finish trackers, destroy the process group
