@@ -5,6 +5,8 @@ Added on top of TRL, nothing re-implemented:
 * ``GRPOConfig.rewards``: reward plugins by name with weights and options (YAML or CLI), resolved to
   TRL's ``reward_funcs`` and ``reward_weights``;
 * embedded model names (``smollm2-135m-instruct``) resolved to a cached local checkpoint;
+* faster rollouts with the same numbers: the LoRA adapter merged for generation (:mod:`trl_lab.merged_adapter`)
+  and, on CPU, oneDNN matmuls and small LM-head tiles (:mod:`trl_lab.cpu_tuning`);
 * checks that fail before training rather than hours into it: every reward callable is wrapped with
   :class:`~trl_lab.rewards.registry.Reward` (plugin name in errors, finite values, right length), the dataset
   must carry the columns each plugin needs, 4-bit loading is probed on the actual device, and every
@@ -25,7 +27,9 @@ import trl
 from torch import nn
 from transformers import TrainingArguments
 
+from trl_lab.cpu_tuning import CpuTuning, tune_cpu
 from trl_lab.embedded_model import resolve_model_path
+from trl_lab.merged_adapter import merged_lora
 from trl_lab.quantization import check_bitsandbytes
 from trl_lab.reward_models.gate import AuditSuiteReader, gate_reward_models, read_pairs_suite
 from trl_lab.rewards.learned_rm import LearnedRewardModel
@@ -67,6 +71,17 @@ class GRPOConfig(trl.GRPOConfig):
     rm_audit_override: bool = field(
         default=False,
         metadata={"help": "Train against a reward model that failed its audit, or has none, with a warning."},
+    )
+    merge_adapter_for_generation: bool = field(
+        default=True,
+        metadata={"help": "Generate rollouts with the LoRA adapter merged into the base weights (one matmul per layer "
+                  "instead of three), restored bit for bit after; skipped for quantized bases, active LoRA dropout, "
+                  "vLLM, DeepSpeed and FSDP. Same tokens, faster decoding."},
+    )
+    cpu_tuning: bool = field(
+        default=True,
+        metadata={"help": "On CPU: fp32 matmuls through oneDNN where that stays fp32-accurate, and small tiles for "
+                  "TRL's fused LM head (see trl_lab.cpu_tuning). Same numbers, faster steps, less memory."},
     )
 
     def __post_init__(self) -> None:
@@ -132,7 +147,23 @@ class GRPOTrainer(trl.GRPOTrainer):
             check_bitsandbytes(str(args.device.type))
         if isinstance(model, str):
             model = resolve_model_path(model)
+        self.cpu_tuning: CpuTuning | None = None
+        if getattr(args, "cpu_tuning", False) and args.device.type == "cpu":
+            self.cpu_tuning = tune_cpu()
         super().__init__(model, reward_funcs, args, train_dataset, *pos, **kwargs)
+
+    def _generate_single_turn(self, *args: Any, **kwargs: Any) -> Any:
+        """TRL's rollout generation, with the LoRA adapter merged for it when ``merge_adapter_for_generation``."""
+        if not self._merges_for_generation():
+            return super()._generate_single_turn(*args, **kwargs)
+        with merged_lora(self.accelerator.unwrap_model(self.model)):
+            return super()._generate_single_turn(*args, **kwargs)
+
+    def _merges_for_generation(self) -> bool:
+        from accelerate.utils import DistributedType
+
+        return (getattr(self.args, "merge_adapter_for_generation", False) and not self.use_vllm
+                and self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP))
 
 
 def learned_reward_models(reward_funcs: list[Any]) -> list[tuple[str, Any]]:

@@ -40,6 +40,7 @@ current weights first (TRL's ``sync_weights``, once per step) and TRL's sampling
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -50,6 +51,8 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
+
+from trl_lab.merged_adapter import merged_lora
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +192,8 @@ class HeldOutAccuracyCallback(TrainerCallback):
             (adapters off; TRL's ``"ref"`` adapter if it made one), else a frozen copy of the model taken at the
             first evaluation (one more copy of the weights; a warning says so, and when that evaluation is not
             at step 0, e.g. after a resume, that the reference is the model of that step).
+        merge_adapter: generate with the LoRA adapter merged (same tokens, faster; :mod:`trl_lab.merged_adapter`;
+            skipped where it would not be exact).
         batch_size: prompts per ``generate`` call (per process).
         max_new_tokens: generation budget per item.
         table_size: completions of the first this-many items go to ``output_dir/heldout/step_NNNNNN.jsonl``.
@@ -214,6 +219,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         proxy_rewards: Sequence[str | Callable[..., Any]] = (),
         kl_to_ref: bool = True,
         generation: str = "auto",
+        merge_adapter: bool = True,
         batch_size: int = 16,
         max_new_tokens: int = 512,
         table_size: int = 8,
@@ -251,6 +257,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         self.generation = generation
         self._reference: Any = None
         self._prompt_ids: dict[int, list[int]] = {}
+        self.merge_adapter = merge_adapter
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.table_size = table_size
@@ -342,14 +349,16 @@ class HeldOutAccuracyCallback(TrainerCallback):
                 if progress is not None:
                     progress.update(len(mine))
             else:
-                ids, texts = generate_greedy(
-                    gen_model,
-                    tokenizer,
-                    [self._texts[i] for i in mine],
-                    max_new_tokens=self.max_new_tokens,
-                    batch_size=self.batch_size,
-                    progress=progress,
-                )
+                # The adapter merged for decoding only: the KL monitor below needs the unmerged model.
+                with merged_lora(gen_model) if self.merge_adapter else contextlib.nullcontext():
+                    ids, texts = generate_greedy(
+                        gen_model,
+                        tokenizer,
+                        [self._texts[i] for i in mine],
+                        max_new_tokens=self.max_new_tokens,
+                        batch_size=self.batch_size,
+                        progress=progress,
+                    )
             kls = self._kl_to_ref(gen_model, tokenizer, mine, ids, step) if self.kl_to_ref else [None] * len(mine)
         if progress is not None:
             progress.close()
