@@ -19,7 +19,7 @@ from trl_lab.data import (  # noqa: E402
     GSM8KUnavailableError,
     heldout_gsm8k,
     load_gsm8k,
-    symbolic_split_of,
+    generated_split_of,
 )
 from trl_lab.data import gsm8k as data_gsm8k  # noqa: E402
 
@@ -156,8 +156,8 @@ def test_gsm_symbolic_deterministic_disjoint_and_parsable():
         _check_rows(test)
         assert not set(test["question"]) & set(train["question"])
         assert not set(test["question"]) & set(other["question"])
-        assert all(symbolic_split_of(q) == "test" for q in test["question"])
-    assert all(symbolic_split_of(q) == "train" for q in train["question"])
+        assert all(generated_split_of(q) == "test" for q in test["question"])
+    assert all(generated_split_of(q) == "train" for q in train["question"])
 
     # reasoning-gym's "Give the result as your final answer..." suffix is stripped
     assert not any("Do not include units" in q for q in train["question"])
@@ -277,3 +277,25 @@ def test_solution_rows_keep_the_worked_solution_and_name_bad_rows(tmp_path, shar
         gsm8k_solution_rows("local", "train", path=tmp_path)
     with pytest.raises(ValueError, match="worked solutions are needed"):
         gsm8k_solution_rows("gsm_symbolic")
+
+
+def test_reasoning_gym_source_splits_a_numeric_task_by_question_and_says_when_it_runs_out():
+    one_digit = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+    train = load_gsm8k("reasoning_gym", "train", limit=60, task="chain_sum", task_config=one_digit)
+    test = load_gsm8k("reasoning_gym", "test", limit=20, task="chain_sum", task_config=one_digit)
+    _check_rows(train)
+    _check_rows(test)
+    assert len(set(train["question"])) == 60 and len(set(test["question"])) == 20
+    assert not set(train["question"]) & set(test["question"])  # never trained on
+    assert all(generated_split_of(q) == "test" for q in test["question"])
+    assert all(q.rstrip().endswith("=") for q in train["question"])  # "... 3 + 5 ="
+    assert load_gsm8k("reasoning_gym", "train", limit=60, task="chain_sum",
+                      task_config=one_digit)["question"] == train["question"]  # deterministic
+    with pytest.raises(ValueError, match=r"has only \d+ distinct test questions, fewer than the 5000"):
+        load_gsm8k("reasoning_gym", "test", limit=5000, task="chain_sum", task_config=one_digit)
+    with pytest.raises(ValueError, match="needs a task"):
+        load_gsm8k("reasoning_gym", "train", limit=2)
+    with pytest.raises(ValueError, match="unknown reasoning-gym task 'chain_summ'"):
+        load_gsm8k("reasoning_gym", "train", limit=2, task="chain_summ")
+    with pytest.raises(ValueError, match="only read by source 'reasoning_gym'"):
+        load_gsm8k("gsm_symbolic", "train", limit=2, task="chain_sum")

@@ -43,6 +43,10 @@ Sources (``load_gsm8k(source=...)``)
     differ), so held-out accuracy on ``gsm_symbolic`` measures within-template generalisation and is
     more optimistic than GSM8K's test split. Without ``limit`` the splits have GSM8K's sizes
     (7,473 train, 1,319 test).
+``"reasoning_gym"``
+    Any numeric reasoning-gym task (``task``, ``task_config``), split and deduplicated as ``gsm_symbolic`` is:
+    e.g. one-digit ``chain_sum``, which the embedded 135M model solves about 40% of (GSM8K: about 3%), so its
+    accuracy can rise or fall measurably. Answers are bare numbers.
 ``"auto"``
     The Hub when it answers; otherwise ``path`` with ``"local"`` if a ``path`` was given; otherwise
     ``gsm_symbolic``. Each fallback is logged as a warning. Before calling ``load_dataset`` a TCP
@@ -77,16 +81,17 @@ DEFAULT_SYSTEM_PROMPT = (
     "with only the number on that line (no units)."
 )
 
-SOURCES = ("hub", "local", "gsm_symbolic", "auto")
+SOURCES = ("hub", "local", "gsm_symbolic", "reasoning_gym", "auto")
 
 #: Split sizes of GSM8K (``openai/gsm8k``, config ``main``); also the default sizes of ``gsm_symbolic``.
 GSM8K_SPLIT_SIZES = {"train": 7473, "test": 1319}
 
-#: Fraction of the gsm_symbolic hash range that goes to the ``test`` split.
-SYMBOLIC_TEST_FRACTION = 0.2
+#: Fraction of the hash range of generated questions (gsm_symbolic, reasoning_gym) that goes to ``test``.
+GENERATED_TEST_FRACTION = 0.2
 
 _SYMBOLIC_SUFFIX = " Give the result as your final answer. Do not include units."
-_SYMBOLIC_SEED_STRIDE = 2**32
+_GENERATED_SEED_STRIDE = 2**32
+_MAX_MISSES_IN_A_ROW = 5000  # a task whose questions are used up
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -97,8 +102,8 @@ __all__ = [
     "heldout_gsm8k",
     "load_gsm8k",
     "gsm8k_solution_rows",
+    "generated_split_of",
     "parse_gsm8k_reference",
-    "symbolic_split_of",
 ]
 
 
@@ -260,41 +265,48 @@ def _read_jsonl(file: Path, split: str) -> tuple[list[Any], list[int]]:
     return rows, lines
 
 
-# ------------------------------------------------------------------------------------ gsm_symbolic
-def symbolic_split_of(question: str) -> str:
-    """The ``gsm_symbolic`` split (``"train"`` or ``"test"``) a question belongs to (hash partition)."""
-    return "test" if question_hash_fraction(question) < SYMBOLIC_TEST_FRACTION else "train"
+# ------------------------------------------------------------------------- generated tasks (gsm_symbolic, ...)
+def generated_split_of(question: str) -> str:
+    """The split (``"train"`` or ``"test"``) a generated question belongs to (hash partition of its text)."""
+    return "test" if question_hash_fraction(question) < GENERATED_TEST_FRACTION else "train"
 
 
-def _symbolic_stream(seed: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(index, item)`` from reasoning-gym's gsm_symbolic generator, without end."""
+def _task_stream(task: str, seed: int, config: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(index, item)`` from reasoning-gym's ``task`` generator, without end."""
     import reasoning_gym
 
-    base_seed = seed * _SYMBOLIC_SEED_STRIDE
+    base_seed = seed * _GENERATED_SEED_STRIDE
     start, size = 0, 4096
     while True:
-        # The generator picks item i's template from Random(seed).choices(k=size), which is prefix-stable,
-        # and draws its numbers from Random(seed + i): a bigger size only appends items.
-        ds = reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=base_seed)
+        # reasoning-gym draws item i from Random(seed + i) (gsm_symbolic picks its template from Random(seed)
+        # .choices(k=size), which is prefix-stable): a bigger size only appends items.
+        ds = reasoning_gym.create_dataset(task, size=size, seed=base_seed, **config)
         for i in range(start, size):
             yield i, ds[i]
         start, size = size, size * 2
 
 
-def _symbolic_rows(split: str, n: int, seed: int) -> Iterator[tuple[int, dict[str, Any]]]:
+def _generated_rows(task: str, split: str, n: int, seed: int,
+                    config: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The first ``n`` distinct questions of ``split`` in the task's stream. A task with fewer distinct questions
+    (one-digit sums have a few hundred) is an error naming how many it has, not an endless scan."""
     seen: set[str] = set()
-    taken = 0
-    for index, item in _symbolic_stream(seed):
+    taken = misses = 0  # misses: items in a row that gave no new question of this split
+    for index, item in _task_stream(task, seed, config):
         if taken >= n:
             return
-        question = item["question"]
-        if question.endswith(_SYMBOLIC_SUFFIX):
-            question = question[: -len(_SYMBOLIC_SUFFIX)]
+        question = str(item["question"]).strip()
+        if question.endswith(_SYMBOLIC_SUFFIX.strip()):
+            question = question[: -len(_SYMBOLIC_SUFFIX.strip())].rstrip()
         key = normalise_question(question)
-        if key in seen or symbolic_split_of(question) != split:
+        if key in seen or generated_split_of(question) != split:
+            misses += 1
+            if misses > _MAX_MISSES_IN_A_ROW:
+                raise ValueError(f"reasoning-gym task {task!r} ({config or 'default config'}) has only {taken} "
+                                 f"distinct {split} questions, fewer than the {n} asked for; ask for fewer")
             continue
         seen.add(key)
-        taken += 1
+        taken, misses = taken + 1, 0
         yield index, {"question": question, "answer": item["answer"]}
 
 
@@ -310,12 +322,15 @@ def load_gsm8k(
     seed: int = 0,
     shuffle: bool = False,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    task: str | None = None,
+    task_config: dict[str, Any] | None = None,
     **load_kwargs: Any,
 ) -> Dataset:
     """Load GSM8K (or a GSM8K-style stand-in) as ``prompt``/``answer``/``question`` rows.
 
     Args:
-        source: ``"hub"``, ``"local"``, ``"gsm_symbolic"`` or ``"auto"`` (see the module docstring).
+        source: ``"hub"``, ``"local"``, ``"gsm_symbolic"``, ``"reasoning_gym"`` or ``"auto"`` (see the module
+            docstring).
         split: ``"train"`` or ``"test"`` (the Hub accepts any split expression ``datasets`` does).
         path: for ``"local"`` (and ``"auto"``'s fallback) a folder of ``{split}.jsonl`` files or one file.
         hub_id, hub_config: the Hub dataset (``openai/gsm8k``, ``main``).
@@ -324,6 +339,8 @@ def load_gsm8k(
         seed: seed of the shuffle, and of the ``gsm_symbolic`` stream.
         shuffle: shuffle (seeded) before applying ``limit``.
         system_prompt: the system message; ``None`` or ``""`` for none.
+        task, task_config: for ``"reasoning_gym"``, the numeric task (``chain_sum``, ``basic_arithmetic``, ...) and
+            its options.
         **load_kwargs: passed to ``datasets.load_dataset`` for the Hub (``revision``, ``cache_dir``, …).
 
     Raises:
@@ -338,6 +355,8 @@ def load_gsm8k(
         raise ValueError(f"limit must be >= 0, got {limit}")
     if load_kwargs and source not in ("hub", "auto"):
         raise TypeError(f"unexpected keyword arguments for source {source!r}: {sorted(load_kwargs)}")
+    if (task is not None or task_config) and source != "reasoning_gym":
+        raise ValueError(f"a reasoning-gym task ({task!r}) is only read by source 'reasoning_gym', not {source!r}")
     common = dict(limit=limit, seed=seed, shuffle=shuffle, system_prompt=system_prompt)
 
     if source == "auto":
@@ -375,16 +394,25 @@ def load_gsm8k(
             where=lambda i: f"row {i} (line {lines[i]} of {file})",
         )
 
-    # gsm_symbolic
+    # generated: gsm_symbolic, or any numeric reasoning-gym task
+    if source == "reasoning_gym":
+        if not task:
+            raise ValueError("GSM8K source 'reasoning_gym' needs a task (e.g. chain_sum; --dataset_task)")
+        from reasoning_gym.factory import DATASETS
+
+        if task not in DATASETS:
+            raise ValueError(f"unknown reasoning-gym task {task!r}; e.g. chain_sum, basic_arithmetic, leg_counting")
+    else:
+        task = "gsm_symbolic"
     if split not in GSM8K_SPLIT_SIZES:
-        raise ValueError(f"GSM8K source 'gsm_symbolic' has splits 'train' and 'test', not {split!r}")
+        raise ValueError(f"GSM8K source {source!r} has splits 'train' and 'test', not {split!r}")
     n = GSM8K_SPLIT_SIZES[split] if limit is None else limit
-    rows = list(_symbolic_rows(split, n, seed))
+    rows = list(_generated_rows(task, split, n, seed, dict(task_config or {})))
     if shuffle:
         rows = [rows[i] for i in _select(len(rows), limit=None, shuffle=True, seed=seed)]
     return _build_dataset(
         rows,
-        source="gsm_symbolic",
+        source=source if source == "gsm_symbolic" else f"reasoning_gym:{task}",
         split=split,
         system_prompt=system_prompt,
         where=lambda i: f"generator item {i} (seed {seed})",
