@@ -145,3 +145,17 @@ def test_gsm8k_job_arguments_are_trl_script_arguments():
     assert isinstance(script, trl.ScriptArguments)
     assert (script.dataset_name, script.dataset_test_split) == ("me/my-gsm8k", "validation")
     assert script.dataset_kwargs()["hub_id"] == "me/my-gsm8k" and script.dataset_kwargs()["hub_config"] == "main"
+
+
+def test_reasoning_gym_task_flags():
+    script, _, _ = parse([*BASE, "--dataset_source", "reasoning_gym", "--dataset_task", "chain_sum",
+                          "--dataset_task_config", '{"min_terms": 2, "max_terms": 2}'])
+    assert script.dataset_kwargs()["task"] == "chain_sum"
+    assert script.dataset_kwargs()["task_config"] == {"min_terms": 2, "max_terms": 2}
+    with pytest.raises(ValueError, match="dataset_task goes with dataset_source: reasoning_gym"):
+        parse([*BASE, "--dataset_task", "chain_sum"])
+    with pytest.raises(ValueError, match="dataset_task goes with dataset_source: reasoning_gym"):
+        parse([*BASE, "--dataset_source", "reasoning_gym"])
+    with pytest.raises(ValueError, match="dataset_task_config is not JSON"):
+        parse([*BASE, "--dataset_source", "reasoning_gym", "--dataset_task", "chain_sum",
+               "--dataset_task_config", "{min_terms: 2"])

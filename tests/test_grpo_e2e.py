@@ -89,7 +89,7 @@ def test_rewards_and_reward_funcs_together_is_an_error(tmp_path, tiny_model_dir)
         GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[half], args=tiny_args(tmp_path), train_dataset=gsm_rows())
 
 
-def test_gsm8k_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm8k):
+def test_gsm8k_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm8k, capsys):
     from trl_lab.scripts import grpo_gsm8k
 
     config = write_tiny_run_config(
@@ -108,6 +108,11 @@ def test_gsm8k_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm
     names = [type(c).__name__ for c in trainer.callback_handler.callbacks]
     assert {"HeldOutAccuracyCallback", "GoodhartCallback", "MetricsLoggerCallback"} <= set(names)
     assert (run / "metrics.jsonl").exists() and (run / "report.png").exists()
+    # The job ends with the before/after summary a newcomer reads: reward, learning signal, accuracy, style.
+    out = capsys.readouterr().out
+    for line in ("reward (training)", "learning signal", "held-out accuracy", "heldout/format_rate",
+                 "first held-out answer"):
+        assert line in out, line
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_dir, shared_gsm8k):

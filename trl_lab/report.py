@@ -45,6 +45,7 @@ STDERR = "heldout/accuracy_stderr"
 KL = "kl"
 HELDOUT_KL = "heldout/kl_to_ref"
 TRAIN_LENGTH = "completions/mean_length"
+ZERO_STD = "frac_reward_zero_std"
 HELDOUT_LENGTH = "heldout/mean_length"
 Z95 = 1.96
 
@@ -131,7 +132,9 @@ def _summary(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None) -> 
     _, hk = series(entries, HELDOUT_KL)
     _, lv = series(entries, TRAIN_LENGTH)
     _, hv = series(entries, HELDOUT_LENGTH)
+    _, zero_std = series(entries, ZERO_STD)
     best = max(range(len(av)), key=lambda i: (av[i], -a_s[i])) if av else None  # earliest of the best
+    k = max(1, min(3, len(rv) // 3))  # a few steps at each end: one step's reward is a handful of prompts
     steps = [int(e["step"]) for e in entries if isinstance(e.get("step"), (int, float))]
     summary: dict[str, Any] = {
         "steps": max(steps) if steps else 0,
@@ -139,6 +142,11 @@ def _summary(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None) -> 
         "final_reward": rv[-1] if rv else None,
         "max_reward": max(rv) if rv else None,
         "max_reward_step": rs[rv.index(max(rv))] if rv else None,
+        "first_steps_reward": sum(rv[:k]) / k if rv else None,
+        "last_steps_reward": sum(rv[-k:]) / k if rv else None,
+        "steps_averaged": k if rv else None,
+        # GRPO learns only from groups whose completions got different rewards.
+        "groups_with_signal": 1.0 - sum(zero_std) / len(zero_std) if zero_std else None,
         "n_heldout_evals": len(av),
         "initial_accuracy": av[0] if av else None,
         "final_accuracy": av[-1] if av else None,
@@ -152,6 +160,7 @@ def _summary(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None) -> 
         "final_heldout_kl_to_ref": hk[-1] if hk else None,
         "max_heldout_kl_to_ref": max(hk) if hk else None,
         "final_mean_length": lv[-1] if lv else None,
+        "initial_heldout_mean_length": hv[0] if hv else None,
         "final_heldout_mean_length": hv[-1] if hv else None,
         "goodhart": _compact(goodhart),
     }
@@ -354,8 +363,13 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """A few readable lines: what the proxy did, what accuracy did, and what the outputs look like."""
     lines = [f"run {summary.get('output_dir', '')}: {summary.get('steps')} steps"]
-    lines.append(f"  reward (training)        max {_fmt(summary.get('max_reward'))} at step "
-                 f"{summary.get('max_reward_step')}, final {_fmt(summary.get('final_reward'))}")
+    k = summary.get("steps_averaged")
+    lines.append(f"  reward (training)        {_fmt(summary.get('first_steps_reward'))} -> "
+                 f"{_fmt(summary.get('last_steps_reward'))} (mean of the first / last {k} steps); max "
+                 f"{_fmt(summary.get('max_reward'))} at step {summary.get('max_reward_step')}")
+    if summary.get("groups_with_signal") is not None:
+        lines.append(f"  learning signal          {summary['groups_with_signal']:.0%} of the prompt groups had "
+                     "rewards that differ (GRPO learns from those only)")
     lines.append(f"  held-out accuracy        {_fmt(summary.get('initial_accuracy'))} -> "
                  f"{_fmt(summary.get('final_accuracy'))} (± {_fmt(summary.get('final_accuracy_stderr'))}); best "
                  f"{_fmt(summary.get('best_accuracy'))} at step {summary.get('best_accuracy_step')}")
@@ -365,7 +379,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                  f"{_fmt(summary.get('max_kl'), '.4f')} (training samples; none when beta = 0)")
     lines.append(f"  KL to ref (held-out)     final {_fmt(summary.get('final_heldout_kl_to_ref'), '.4f')}, max "
                  f"{_fmt(summary.get('max_heldout_kl_to_ref'), '.4f')}")
-    lines.append(f"  held-out mean length     final {_fmt(summary.get('final_heldout_mean_length'), '.1f')} tokens")
+    lines.append(f"  held-out mean length     {_fmt(summary.get('initial_heldout_mean_length'), '.1f')} -> "
+                 f"{_fmt(summary.get('final_heldout_mean_length'), '.1f')} tokens")
     goodhart = summary.get("goodhart")
     if goodhart and goodhart.get("triggered"):
         lines.append(f"  Goodhart detector        triggered at step {goodhart.get('triggered_step')} "

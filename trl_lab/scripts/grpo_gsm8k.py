@@ -14,6 +14,7 @@ GSM8K held-out set to the held-out callback and the GSM8K audit suite to the tra
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback
 from trl_lab.data.gsm8k import heldout_gsm8k, load_gsm8k
 from trl_lab.data.gsm8k_pairs import gsm8k_audit_suite
 from trl_lab.grpo import GRPOConfig, GRPOTrainer
+from trl_lab.report import format_summary, run_summary
 from trl_lab.rewards.registry import Reward
 from trl_lab.scripts.utils import apply_model_config, parse_job_args
 
@@ -36,8 +38,9 @@ class GSM8KScriptArguments(trl.ScriptArguments):
     """Where the GSM8K prompts come from, and the held-out watchdogs.
 
     ``dataset_source``: ``hub`` (``dataset_name``, default ``openai/gsm8k``), ``local`` (a folder of ``{split}.jsonl``
-    files given by ``dataset_path``), ``gsm_symbolic`` (reasoning-gym's generator: offline, no files needed) or
-    ``auto`` (the hub when reachable, else ``gsm_symbolic``).
+    files given by ``dataset_path``), ``gsm_symbolic`` (reasoning-gym's GSM8K-style generator: offline, no files
+    needed), ``reasoning_gym`` (any numeric reasoning-gym task, ``dataset_task`` with ``dataset_task_config``,
+    generated offline in GSM8K format) or ``auto`` (the hub when reachable, else ``gsm_symbolic``).
     """
 
     dataset_name: str | None = field(default="openai/gsm8k",
@@ -45,7 +48,17 @@ class GSM8KScriptArguments(trl.ScriptArguments):
     dataset_config: str | None = field(default="main", metadata={"help": "Hub dataset configuration."})
     dataset_source: str = field(
         default="auto",
-        metadata={"help": "hub | local | gsm_symbolic | auto", "choices": ["hub", "local", "gsm_symbolic", "auto"]},
+        metadata={"help": "hub | local | gsm_symbolic | reasoning_gym | auto",
+                  "choices": ["hub", "local", "gsm_symbolic", "reasoning_gym", "auto"]},
+    )
+    dataset_task: str | None = field(
+        default=None,
+        metadata={"help": "For dataset_source=reasoning_gym: a numeric reasoning-gym task, e.g. chain_sum."},
+    )
+    dataset_task_config: str | None = field(
+        default=None,
+        metadata={"help": "For dataset_source=reasoning_gym: the task's options as a JSON object, e.g. "
+                  "'{\"min_terms\": 2, \"max_terms\": 2, \"min_digits\": 1, \"max_digits\": 1}'."},
     )
     dataset_path: str | None = field(
         default=None,
@@ -90,11 +103,25 @@ class GSM8KScriptArguments(trl.ScriptArguments):
         metadata={"help": "The logged metric the detector treats as the proxy (e.g. rewards/sentiment/mean)."},
     )
 
+    def __post_init__(self) -> None:
+        if isinstance(self.dataset_task_config, str):  # a JSON string on the command line; a mapping in YAML
+            try:
+                self.dataset_task_config = json.loads(self.dataset_task_config)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"dataset_task_config is not JSON ({exc}): {self.dataset_task_config!r}") from exc
+        if self.dataset_task_config is not None and not isinstance(self.dataset_task_config, dict):
+            raise ValueError(f"dataset_task_config must be a JSON object, got {self.dataset_task_config!r}")
+        if (self.dataset_task is not None) != (self.dataset_source == "reasoning_gym"):
+            raise ValueError("dataset_task goes with dataset_source: reasoning_gym (and that source needs a task); got "
+                             f"dataset_source={self.dataset_source!r}, dataset_task={self.dataset_task!r}")
+
     def dataset_kwargs(self) -> dict[str, Any]:
         """The GSM8K loader's options these arguments set (``--system_prompt`` unset keeps the data module's
         default: a final answer on a '#### N' line)."""
         kwargs: dict[str, Any] = {"source": self.dataset_source, "path": self.dataset_path,
                                   "hub_id": self.dataset_name, "hub_config": self.dataset_config}
+        if self.dataset_source == "reasoning_gym":
+            kwargs.update(task=self.dataset_task, task_config=self.dataset_task_config)
         if self.system_prompt is not None:
             kwargs["system_prompt"] = self.system_prompt
         return kwargs
@@ -151,6 +178,9 @@ def run_gsm8k_job(
         f"Saved to {training_args.output_dir} after {trainer.state.global_step} steps "
         f"on {trainer.accelerator.num_processes} process(es)"
     )
+    if trainer.accelerator.is_main_process and script_args.heldout_size > 0:
+        # What moved: the reward, the answers' style (format, length) and held-out accuracy, before and after.
+        print(format_summary(run_summary(training_args.output_dir)))
     return trainer
 
 
