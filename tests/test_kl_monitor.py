@@ -171,3 +171,21 @@ def test_frozen_copy_does_not_follow_a_patched_forward(model):
             p.add_(0.5 * torch.randn_like(p))
     (kl, n), = token_kl(model, reference, PROMPTS[:1], COMPLETIONS[:1], pad_token_id=0)
     assert n == 4 and kl > 1e-3
+
+
+def test_kl_items_measures_the_first_items_only_and_equals_their_kl(tmp_path, tiny_model_dir, monkeypatch):
+    """``kl_items=k``: the KL of the first k answers, exactly what a callback on those k items alone measures."""
+    trainer = rl_trainer(tmp_path, tiny_model_dir, 0.04)
+    trainer.train()  # the policy has moved: KL > 0
+    import trl_lab.callbacks.kl_monitor as kl_monitor
+
+    measured = []
+    real = kl_monitor.token_kl
+    monkeypatch.setattr(kl_monitor, "token_kl", lambda m, r, prompts, *a, **k: measured.append(len(prompts))
+                        or real(m, r, prompts, *a, **k))
+    some = HeldOutAccuracyCallback(questions(6), max_new_tokens=8, batch_size=4, kl_items=2).bind(trainer)
+    first_two = HeldOutAccuracyCallback(questions(6).select(range(2)), max_new_tokens=8, batch_size=4).bind(trainer)
+    kl_some, kl_two = some.evaluate()["heldout/kl_to_ref"], first_two.evaluate()["heldout/kl_to_ref"]
+    assert measured == [2, 2] and kl_some == pytest.approx(kl_two, rel=1e-5) and kl_some > 0
+    with pytest.raises(ValueError, match="kl_items must be a positive integer"):
+        HeldOutAccuracyCallback(questions(2), kl_items=0)

@@ -192,6 +192,9 @@ class HeldOutAccuracyCallback(TrainerCallback):
             (adapters off; TRL's ``"ref"`` adapter if it made one), else a frozen copy of the model taken at the
             first evaluation (one more copy of the weights; a warning says so, and when that evaluation is not
             at step 0, e.g. after a resume, that the reference is the model of that step).
+        kl_items: measure ``kl_to_ref`` on the first this-many items only (None: all). The KL is a per-token mean,
+            so a few dozen answers give it tightly while accuracy needs hundreds; each item costs two
+            teacher-forced passes (policy and reference), about as much as generating it on a CPU.
         merge_adapter: generate with the LoRA adapter merged (same tokens, faster; :mod:`trl_lab.merged_adapter`;
             skipped where it would not be exact).
         batch_size: prompts per ``generate`` call (per process).
@@ -218,6 +221,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         format_reward: str | Callable[..., Any] | None = "gsm8k_format",
         proxy_rewards: Sequence[str | Callable[..., Any]] = (),
         kl_to_ref: bool = True,
+        kl_items: int | None = None,
         generation: str = "auto",
         merge_adapter: bool = True,
         batch_size: int = 16,
@@ -251,7 +255,10 @@ class HeldOutAccuracyCallback(TrainerCallback):
                 raise ValueError(f"held-out proxy reward {reward.name!r} needs column(s) {missing}; the held-out "
                                  f"set has {sorted(columns)}")
         self.eval_steps = eval_steps
+        if kl_items is not None and (isinstance(kl_items, bool) or not isinstance(kl_items, int) or kl_items < 1):
+            raise ValueError(f"kl_items must be a positive integer or None (every item), got {kl_items!r}")
         self.kl_to_ref = kl_to_ref
+        self.kl_items = kl_items
         if generation not in ("auto", "transformers", "vllm"):
             raise ValueError(f"held-out generation must be 'auto', 'transformers' or 'vllm', got {generation!r}")
         self.generation = generation
@@ -400,9 +407,9 @@ class HeldOutAccuracyCallback(TrainerCallback):
         if self.format_reward is not None:
             metrics["heldout/format_rate"] = entry["format_rate"]
         if self.kl_to_ref:
-            tokens = sum(row[6][1] for row in rows)
-            entry["kl_to_ref"] = metrics["heldout/kl_to_ref"] = (
-                sum(row[6][0] for row in rows) / tokens if tokens else 0.0)
+            kl_rows = [row[6] for row in rows if row[6] is not None]
+            tokens = sum(kl[1] for kl in kl_rows)
+            entry["kl_to_ref"] = metrics["heldout/kl_to_ref"] = sum(kl[0] for kl in kl_rows) / tokens if tokens else 0.0
         for k, reward in enumerate(self.proxy_rewards):
             values = [row[5][k] for row in rows if row[5][k] is not None]
             entry[f"proxy/{reward.name}"] = metrics[f"heldout/proxy/{reward.name}"] = (
@@ -416,7 +423,8 @@ class HeldOutAccuracyCallback(TrainerCallback):
         return available and self.generation != "transformers"
 
     def _kl_to_ref(self, model: Any, tokenizer: Any, indices: list[int], ids: list[list[int]],
-                   step: int) -> list[tuple[float, int]]:
+                   step: int) -> list[tuple[float, int] | None]:
+        """Per item of ``indices``: (KL sum, tokens), or None for items past ``kl_items`` (not measured)."""
         from trl_lab.callbacks.kl_monitor import frozen_copy, reference_for, token_kl
 
         if self._reference is None:
@@ -428,15 +436,20 @@ class HeldOutAccuracyCallback(TrainerCallback):
                     "" if step == 0 else f"; it is the model at step {step}, not the initial one",
                 )
                 self._reference = frozen_copy(model)
-        if not indices:
-            return []
-        for i in indices:  # the same prompts at every evaluation: tokenized once, as generate_greedy encodes them
+        measured = [k for k, i in enumerate(indices) if self.kl_items is None or i < self.kl_items]
+        if not measured:
+            return [None] * len(indices)
+        for k in measured:  # the same prompts at every evaluation: tokenized once, as generate_greedy encodes them
+            i = indices[k]
             if i not in self._prompt_ids:
                 self._prompt_ids[i] = tokenizer(self._texts[i], add_special_tokens=False)["input_ids"]
-        prompts = [self._prompt_ids[i] for i in indices]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return token_kl(model, self._reference, prompts, ids, pad_token_id=pad,
-                        batch_size=max(1, min(self.batch_size, 4)))
+        kls = token_kl(model, self._reference, [self._prompt_ids[indices[k]] for k in measured],
+                       [ids[k] for k in measured], pad_token_id=pad, batch_size=max(1, min(self.batch_size, 4)))
+        out: list[tuple[float, int] | None] = [None] * len(indices)
+        for k, kl in zip(measured, kls):
+            out[k] = kl
+        return out
 
     def _score(
         self, indices: list[int], ids: list[list[int]], texts: list[str], state: Any

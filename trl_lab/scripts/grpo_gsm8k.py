@@ -93,6 +93,11 @@ class GSM8KScriptArguments(trl.ScriptArguments):
         metadata={"help": "Log heldout/kl_to_ref: the policy's per-token KL to its reference along the held-out "
                   "answers, at any beta (TRL logs no KL when beta = 0)."},
     )
+    heldout_kl_items: int | None = field(
+        default=64,
+        metadata={"help": "Measure heldout/kl_to_ref on the first N held-out items only (a per-token mean: a few dozen "
+                  "answers give it tightly, and each costs two forward passes); None: every item."},
+    )
     goodhart: bool = field(
         default=True,
         metadata={"help": "With a held-out set: stop when reward rises while held-out accuracy falls, and restore "
@@ -146,6 +151,7 @@ def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments) -> No
         max_new_tokens=script_args.heldout_max_new_tokens,
         proxy_rewards=proxies,
         kl_to_ref=script_args.heldout_kl_to_ref,
+        kl_items=script_args.heldout_kl_items,
         generation=script_args.heldout_generation,
     ).bind(trainer)
     if script_args.goodhart:
