@@ -176,3 +176,17 @@ def test_overlay_adds_a_panel_per_heldout_proxy(tmp_path):
     assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)", "held-out\nsentiment"]
     curves = [line for line in fig.axes[3].lines if len(set(line.get_xdata())) > 1]  # not the trigger markers
     assert [list(line.get_ydata()) for line in curves] == [[-0.1, 0.2], [-0.1, 0.6]]
+
+
+def test_accuracy_band_is_a_wilson_interval_inside_zero_one():
+    from trl_lab.report import _accuracy_band, wilson_interval
+
+    assert wilson_interval(1 / 16, 16) == pytest.approx((0.0111, 0.2833), abs=1e-4)  # textbook values
+    assert wilson_interval(0.0, 16) == pytest.approx((0.0, 0.1936), abs=1e-4)
+    assert wilson_interval(1.0, 16)[1] == 1.0
+    entries = [{"step": 0, "heldout/accuracy": 1 / 16, "heldout/accuracy_stderr": (15 / 256 / 16) ** 0.5,
+                "heldout/n": 16.0},
+               {"step": 4, "heldout/accuracy": 0.0, "heldout/accuracy_stderr": 0.0}]  # an old log without n
+    lo, hi = _accuracy_band(entries, [0, 4], [1 / 16, 0.0])
+    assert lo[0] == pytest.approx(0.0111, abs=1e-4) and hi[0] == pytest.approx(0.2833, abs=1e-4)
+    assert lo[1] == 0.0 and hi[1] == 0.0  # the normal band, clipped: never below 0 (it drew -0.05 for 1/16)

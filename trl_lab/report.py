@@ -6,7 +6,7 @@ else the newest checkpoint's) and ``goodhart.json`` if present (``triggered_step
 ``proxy_at_best``), and writes into the run folder:
 
 * ``report.png``: four stacked panels against step -- reward (and each reward plugin on the held-out answers),
-  held-out accuracy (with a ±1.96·stderr band),
+  held-out accuracy (with its 95% Wilson interval, which stays inside [0, 1]),
   KL (TRL's training ``kl`` when ``beta > 0``, and ``heldout/kl_to_ref`` at any ``beta``), mean completion length (training and held-out) -- with the Goodhart trigger and best step as vertical lines;
 * ``report.json``: final/best/initial held-out accuracy, final and peak reward, KL, lengths, steps, the
   Goodhart fields and the accuracy at the best step.
@@ -42,6 +42,7 @@ REPORT_JSON = "report.json"
 REWARD = "reward"
 ACCURACY = "heldout/accuracy"
 STDERR = "heldout/accuracy_stderr"
+HELDOUT_N = "heldout/n"
 KL = "kl"
 HELDOUT_KL = "heldout/kl_to_ref"
 TRAIN_LENGTH = "completions/mean_length"
@@ -200,13 +201,36 @@ def _no_data(ax: Any, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} logged", transform=ax.transAxes, ha="center", va="center", color="0.5")
 
 
+def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``p`` of ``n`` items: inside [0, 1] always, and honest at the small
+    counts and extreme rates of held-out sets (the normal ``p ± z·se`` band of 1/16 reaches below 0)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _accuracy_band(entries: list[dict[str, Any]], steps: list[int], acc: list[float]) -> tuple[list[float], list[float]]:
+    """95% band per evaluation: Wilson from ``heldout/n``; without it, the stderr band clipped to [0, 1]."""
+    sizes, err = dict(zip(*series(entries, HELDOUT_N))), dict(zip(*series(entries, STDERR)))
+    lo, hi = [], []
+    for s, a in zip(steps, acc):
+        if sizes.get(s):
+            low, high = wilson_interval(a, int(sizes[s]))
+        else:
+            low, high = max(0.0, a - Z95 * err.get(s, 0.0)), min(1.0, a + Z95 * err.get(s, 0.0))
+        lo.append(low)
+        hi.append(high)
+    return lo, hi
+
+
 def _plot_accuracy(ax: Any, entries: list[dict[str, Any]], color: Any = None, label: str | None = None) -> bool:
     steps, acc = series(entries, ACCURACY)
     if not steps:
         return False
-    err = dict(zip(*series(entries, STDERR)))
-    lo = [a - Z95 * err.get(s, 0.0) for s, a in zip(steps, acc)]
-    hi = [a + Z95 * err.get(s, 0.0) for s, a in zip(steps, acc)]
+    lo, hi = _accuracy_band(entries, steps, acc)
     (line,) = ax.plot(steps, acc, marker="o", markersize=3, color=color, label=label)
     ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     return True
@@ -233,7 +257,7 @@ def _report_figure(entries: list[dict[str, Any]], goodhart: dict[str, Any] | Non
                   label=f"held-out {key.removeprefix('heldout/proxy/')} (greedy)")
     ax_r.set_ylabel("reward")
 
-    if not _plot_accuracy(ax_a, entries, color="tab:purple", label="held-out accuracy ±1.96·se"):
+    if not _plot_accuracy(ax_a, entries, color="tab:purple", label="held-out accuracy (95% Wilson interval)"):
         _no_data(ax_a, "held-out accuracy")
     ax_a.set_ylabel("held-out accuracy")
 
