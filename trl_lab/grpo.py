@@ -85,6 +85,9 @@ class GRPOConfig(trl.GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        if self.max_steps == 0:
+            raise ValueError("max_steps is 0: TRL would still run one step (at learning rate 0); give max_steps >= 1, "
+                             "or -1 to train for num_train_epochs")
         if self.rm_audit_limit is not None and self.rm_audit_limit < 1:
             raise ValueError(f"rm_audit_limit must be >= 1 (or None for every pair), got {self.rm_audit_limit}")
         _use_cpu_when_distributed_without_accelerator(self)
@@ -139,6 +142,9 @@ class GRPOTrainer(trl.GRPOTrainer):
         else:
             reward_funcs = [_wrap(f) for f in (reward_funcs if isinstance(reward_funcs, list) else [reward_funcs])]
         if train_dataset is not None:
+            if hasattr(train_dataset, "__len__") and len(train_dataset) == 0:
+                raise ValueError("the training set is empty (no prompts to train on); check the dataset source, its "
+                                 "split and train_size")
             check_reward_columns(reward_funcs, train_dataset)
         quantization_config = kwargs.get("quantization_config")
         if quantization_config is not None and (

@@ -103,7 +103,13 @@ def _make(name: Any, weight: Any, kwargs: dict[str, Any], key: str, raw: Any) ->
 
 
 def parse_reward_specs(items: Iterable[Any] | None, *, key: str = "rewards") -> list[RewardSpec]:
-    """Parse a list of specs; duplicates (same name and options) are an error."""
+    """Parse a list of specs; duplicates (same name and options) are an error.
+
+    A single spec where a list is expected -- ``rewards: gsm8k`` or ``rewards: {name: gsm8k}`` in YAML -- is read as
+    the one-element list it obviously means (iterating it would read ``'g'`` or ``'name'`` as reward names).
+    """
+    if isinstance(items, (str, Mapping, RewardSpec)):
+        items = [items]
     specs = [parse_reward_spec(i, key=key) for i in (items or [])]
     seen: set[str] = set()
     for s in specs:

@@ -22,7 +22,7 @@ from typing import Any
 import trl
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback
+from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback, MetricsLoggerCallback
 from trl_lab.data.gsm8k import heldout_gsm8k, load_gsm8k
 from trl_lab.data.gsm8k_pairs import gsm8k_audit_suite
 from trl_lab.grpo import GRPOConfig, GRPOTrainer
@@ -30,7 +30,7 @@ from trl_lab.report import format_summary, run_summary
 from trl_lab.rewards.registry import Reward
 from trl_lab.scripts.utils import apply_model_config, parse_job_args
 
-__all__ = ["GSM8KScriptArguments", "add_watchdogs", "main", "parse_args", "run_gsm8k_job"]
+__all__ = ["GSM8KScriptArguments", "add_watchdogs", "load_heldout_set", "main", "parse_args", "run_gsm8k_job"]
 
 
 @dataclass
@@ -109,6 +109,11 @@ class GSM8KScriptArguments(trl.ScriptArguments):
     )
 
     def __post_init__(self) -> None:
+        for key in ("heldout_size", "train_size", "heldout_eval_steps", "heldout_kl_items", "heldout_max_new_tokens"):
+            value, least = getattr(self, key), 0 if key == "heldout_size" else 1
+            if value is not None and value < least:
+                raise ValueError(f"{key} must be >= {least}" + (" (0 turns the held-out evaluation off)"
+                                                                if key == "heldout_size" else "") + f", got {value}")
         if isinstance(self.dataset_task_config, str):  # a JSON string on the command line; a mapping in YAML
             try:
                 self.dataset_task_config = json.loads(self.dataset_task_config)
@@ -138,12 +143,26 @@ def parse_args(config_cls: type[GRPOConfig], default_config: str | os.PathLike |
     return parse_job_args(GSM8KScriptArguments, config_cls, ModelConfig, default_config=default_config, argv=argv)
 
 
-def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments) -> None:
-    """Held-out accuracy next to reward and, on top of it, the Goodhart detector (when a held-out set is asked for)."""
-    if script_args.heldout_size <= 0:
+def load_heldout_set(script_args: GSM8KScriptArguments, seed: int) -> Any:
+    """The held-out set the watchdogs score (None for ``heldout_size: 0``); refused when the split has fewer items
+    than asked for, before any model loads."""
+    if script_args.heldout_size == 0:
+        return None
+    heldout_set = heldout_gsm8k(script_args.heldout_size, split=script_args.dataset_test_split, seed=seed,
+                                **script_args.dataset_kwargs())
+    if len(heldout_set) < script_args.heldout_size:
+        raise ValueError(f"heldout_size is {script_args.heldout_size}, but the {script_args.dataset_test_split!r} split "
+                         f"has {len(heldout_set)} items; set heldout_size to at most {len(heldout_set)}")
+    return heldout_set
+
+
+def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments, heldout_set: Any) -> None:
+    """The run's log (metrics.jsonl and the report, always) and, with a held-out set, held-out accuracy next to reward
+    and the Goodhart detector on top of it."""
+    if not any(isinstance(c, MetricsLoggerCallback) for c in trainer.callback_handler.callbacks):
+        trainer.add_callback(MetricsLoggerCallback())
+    if heldout_set is None:
         return
-    heldout_set = heldout_gsm8k(script_args.heldout_size, split=script_args.dataset_test_split,
-                                seed=trainer.args.seed, **script_args.dataset_kwargs())
     proxies = [f for f in trainer.reward_funcs if isinstance(f, Reward)] if script_args.heldout_proxy_rewards else []
     heldout = HeldOutAccuracyCallback(
         heldout_set,
@@ -169,6 +188,7 @@ def run_gsm8k_job(
     apply_model_config(model_args, training_args)
     train_dataset = load_gsm8k(split=script_args.dataset_train_split, limit=script_args.train_size,
                                seed=training_args.seed, **script_args.dataset_kwargs())
+    heldout_set = load_heldout_set(script_args, training_args.seed)
     trainer = trainer_cls(
         model=model_args.model_name_or_path,
         args=training_args,
@@ -177,7 +197,7 @@ def run_gsm8k_job(
         quantization_config=get_quantization_config(model_args),
         rm_audit_suite=gsm8k_audit_suite,
     )
-    add_watchdogs(trainer, script_args)
+    add_watchdogs(trainer, script_args, heldout_set)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(
