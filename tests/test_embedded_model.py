@@ -46,11 +46,17 @@ def fake_conversion(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------------------ pass-through
 @pytest.mark.parametrize(
     "name",
-    ["HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", "gpt2", "./models/mine", "/abs/ckpt"],
+    ["HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", "gpt2"],
 )
-def test_unknown_names_pass_through(name, tmp_path):
+def test_hub_ids_pass_through(name, tmp_path):
     assert resolve_model_path(name, cache_dir=tmp_path) == name
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("name", ["./models/mine", "/abs/ckpt"])
+def test_paths_that_do_not_exist_are_refused_not_sent_to_the_hub(name, tmp_path):
+    with pytest.raises(ValueError, match="no such file or directory"):
+        resolve_model_path(name, cache_dir=tmp_path)
 
 
 def test_existing_local_path_wins_over_alias(tmp_path, monkeypatch):

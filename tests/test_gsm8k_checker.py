@@ -348,3 +348,15 @@ def test_model_text_is_never_executed() -> None:
     for forbidden in ("eval(", "exec(", "sympy", "latex2sympy", "compile(", "__import__"):
         assert forbidden not in source.replace("re.compile(", "")
     assert extract_answer("__import__('os').system('echo hacked') #### 18") == "18"
+
+
+@pytest.mark.parametrize("digits", ["１８", "١٨", "۱۸", "१८"])  # full-width, Arabic-Indic, Persian, Devanagari
+def test_other_scripts_digits_are_read_as_ascii_and_both_rewards_agree(digits):
+    """A reference '#### １８' used to be a string no ASCII answer could match (the row scored 0 forever), while
+    gsm8k_format paid 1.0 for '#### １８' that gsm8k could never credit."""
+    assert parse_reference(f"#### {digits}") == "18"
+    assert check_answer("The answer is 18.\n#### 18", f"#### {digits}")
+    completion = f"9 + 9 = {digits}\n#### {digits}"
+    assert extract_answer(completion) == "18"
+    assert gsm8k_correctness([completion], answer=["18"]) == [1.0] == gsm8k_format([completion])
+    assert gsm8k_correctness([f"#### {digits}"], answer=["19"]) == [0.0]

@@ -61,3 +61,45 @@ def test_a_run_without_a_heldout_set_still_writes_its_log_and_report(tmp_path, t
     grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true"])
     run = tmp_path / "run"
     assert (run / "metrics.jsonl").stat().st_size > 0 and (run / "report.png").exists()
+
+
+def test_a_goodhart_proxy_metric_typo_stops_at_the_first_training_log(tmp_path, tiny_model_dir, shared_gsm8k):
+    """It used to switch the Goodhart rule off for the whole run after one vague warning."""
+    config = write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k, heldout_size=2, heldout_max_new_tokens=4,
+                                   goodhart_proxy_metric="rewards/gsm8kk/mean")
+    with pytest.raises(ValueError, match=r"proxy_metric 'rewards/gsm8kk/mean' is not in the training log; the reward "
+                                         r"metrics logged are \[.*'rewards/gsm8k/mean'.*\]"):
+        grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true"])
+
+
+def test_a_non_utf8_data_file_names_file_and_line_and_a_bom_is_accepted(tmp_path):
+    from trl_lab.data.gsm8k import load_gsm8k
+
+    good = json.dumps({"question": "What is 1 + 1?", "answer": "#### 2"}).encode()
+    (tmp_path / "train.jsonl").write_bytes(b"\xef\xbb\xbf" + good + b"\n" + good.replace(b"1 + 1", b"2 + 0") + b"\n")
+    assert load_gsm8k("local", "train", path=tmp_path)["answer"] == ["2", "2"]
+    (tmp_path / "train.jsonl").write_bytes(good + b"\n" + "{\"question\": \"Caf\xe9\"}".encode("latin-1") + b"\n")
+    with pytest.raises(ValueError, match=r"line 2 of .*train.jsonl is not UTF-8"):
+        load_gsm8k("local", "train", path=tmp_path)
+
+
+def test_an_unwritable_output_dir_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    import trl
+
+    monkeypatch.setattr(trl.GRPOTrainer, "__init__", lambda *a, **k: pytest.fail("the model loaded first"))
+    (tmp_path / "a_file").write_text("not a folder")
+    args = tiny_config(GRPOConfig, tmp_path, rewards=["gsm8k"], num_generations=2)
+    args.output_dir = str(tmp_path / "a_file" / "run")
+    with pytest.raises(ValueError, match=r"output_dir .*a_file/run' is not writable"):
+        GRPOTrainer(model="unused", args=args, train_dataset=gsm_rows())
+
+
+def test_a_missing_model_path_or_a_near_miss_of_an_embedded_name_is_named(tmp_path):
+    from trl_lab.embedded_model import resolve_model_path
+
+    with pytest.raises(ValueError, match=r"model '\./no/such/model': no such file or directory"):
+        resolve_model_path("./no/such/model")
+    with pytest.raises(ValueError, match=r"not an embedded model name \(did you mean 'smollm2-135m-instruct'\?\)"):
+        resolve_model_path("smollm2-135m-instruc")
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)  # a local folder as it is

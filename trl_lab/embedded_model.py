@@ -166,6 +166,21 @@ def gguf_path(spec: EmbeddedModel | str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- resolve
+def _refuse_missing_path(name: str) -> None:
+    """A name that is neither a local path nor an embedded alias goes to the hub as a repo id; refuse the two kinds
+    that cannot be one: a filesystem path (``./x``, ``/x``, ``~/x``, ``a/b/c``) and a near miss of an alias."""
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(("/", os.sep))
+    if looks_like_path:
+        raise ValueError(f"model {name!r}: no such file or directory (and, as a path, not a hub id)")
+    if "/" not in name:
+        import difflib
+
+        close = difflib.get_close_matches(name.strip().lower(), list(EMBEDDED_MODELS), n=1, cutoff=0.85)
+        if close:
+            raise ValueError(f"model {name!r}: no such file or directory, and not an embedded model name "
+                             f"(did you mean {close[0]!r}?)")
+
+
 def resolve_model_path(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:
     """A loadable model reference: the cached checkpoint of an embedded alias, else ``name_or_path``.
 
@@ -177,6 +192,8 @@ def resolve_model_path(name_or_path: str, cache_dir: str | os.PathLike | None = 
     """
     spec = embedded_model(name_or_path)
     if spec is None or os.path.exists(name_or_path):
+        if spec is None and not os.path.exists(name_or_path):
+            _refuse_missing_path(str(name_or_path))
         return name_or_path
     models = _cache_root(cache_dir) / "models"
     target = models / spec.alias

@@ -19,6 +19,7 @@ of those built ``learned_rm`` rewards, still before the policy loads.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +152,7 @@ class GRPOTrainer(trl.GRPOTrainer):
             getattr(quantization_config, "load_in_4bit", False) or getattr(quantization_config, "load_in_8bit", False)
         ):
             check_bitsandbytes(str(args.device.type))
+        check_output_dir_writable(args.output_dir)
         if isinstance(model, str):
             model = resolve_model_path(model)
         self.cpu_tuning: CpuTuning | None = None
@@ -170,6 +172,20 @@ class GRPOTrainer(trl.GRPOTrainer):
 
         return (getattr(self.args, "merge_adapter_for_generation", False) and not self.use_vllm
                 and self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP))
+
+
+def check_output_dir_writable(output_dir: str | os.PathLike | None) -> None:
+    """Fail before the model loads when ``output_dir`` cannot be written: with ``save_strategy: no`` the first write
+    comes after all of training, and the trained weights would be lost."""
+    if not output_dir:
+        return
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write_check_"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"output_dir {str(output_dir)!r} is not writable ({type(exc).__name__}: {exc}); the run "
+                         "could not save its weights, log or report") from exc
 
 
 def learned_reward_models(reward_funcs: list[Any]) -> list[tuple[str, Any]]:

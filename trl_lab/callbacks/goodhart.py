@@ -440,6 +440,12 @@ class GoodhartCallback(TrainerCallback, ExportableState):
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         logs = logs or {}
+        if (self.proxy_metric and self.first_proxy is None and "reward" in logs and "loss" in logs
+                and self.proxy_metric not in logs):
+            # A typo here would silently switch the Goodhart rule off for the whole run: stop at the first training log.
+            logged = sorted(k for k in logs if k == "reward" or k.startswith(("rewards/", "heldout/proxy/")))
+            raise ValueError(f"GoodhartCallback: proxy_metric {self.proxy_metric!r} is not in the training log; the "
+                             f"reward metrics logged are {logged} (set goodhart_proxy_metric to one of them)")
         value = logs.get(self.proxy_metric) if self.proxy_metric else None
         if isinstance(value, (int, float)) and math.isfinite(value):
             prev = self.proxy_smoothed

@@ -248,10 +248,16 @@ def _local_file(path: str | os.PathLike, split: str) -> Path:
 
 
 def _read_jsonl(file: Path, split: str) -> tuple[list[Any], list[int]]:
-    """Rows of a jsonl file (blank lines skipped) and the 1-based line number of each."""
+    """Rows of a jsonl file (blank lines skipped) and the 1-based line number of each. UTF-8, a BOM allowed; other
+    bytes are an error naming the file and line."""
     rows, lines = [], []
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with file.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"GSM8K source 'local', split {split!r}: line {lineno} of {file} is not UTF-8 "
+                                 f"({err.reason} at byte {err.start}); save the file as UTF-8") from err
             if not line.strip():
                 continue
             try:

@@ -44,6 +44,7 @@ declaration contradicts it.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import deque
 from itertools import islice
 from typing import Any
@@ -80,6 +81,8 @@ _TRANSLATE = str.maketrans(
 _DASHES = dict(_TRANSLATE)
 _TRANSLATE.update({ord("\uff04"): None, ord("$"): None})  # fullwidth and ASCII dollar signs
 _NON_ASCII_SPECIAL = re.compile("[" + "".join(chr(c) for c in _TRANSLATE if c > 127) + "]")
+# A decimal digit of any script but ASCII's (``re``'s ``\d`` matches them all).
+_UNICODE_DIGIT = re.compile(r"(?![0-9])\d")
 
 # One number: optional sign, integer part with or without thousands commas,
 # optional decimal part; or a bare ".5".  All repetitions are possessive, and a
@@ -160,12 +163,21 @@ MAX_MARKERS = 2048
 _AMBIGUOUS = object()  # sentinel for a hedged / unparseable declaration
 
 
+def _ascii_digits(text: str) -> str:
+    """Unicode decimal digits (full-width ``１８``, Arabic-Indic ``١٨``, ...) as ASCII ``18`` (linear time)."""
+    if text.isascii():
+        return text
+    return _UNICODE_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
+
+
 def _fold_symbols(text: str) -> str:
-    """Map dash lookalikes to ``-`` and drop ``$`` signs (linear time)."""
+    """Map dash lookalikes to ``-``, other scripts' digits to ASCII, and drop ``$`` signs (linear time)."""
     if "$" in text:
         text = text.replace("$", "")
-    if not text.isascii() and _NON_ASCII_SPECIAL.search(text):
-        text = text.translate(_TRANSLATE)
+    if not text.isascii():
+        text = _ascii_digits(text)
+        if _NON_ASCII_SPECIAL.search(text):
+            text = text.translate(_TRANSLATE)
     return text
 
 
@@ -313,8 +325,8 @@ def _format_ok(text: str) -> bool:
         return False
     # Dash lookalikes are accepted as a minus sign; "$", units or words are not well formed.
     last_line = stripped.rpartition("\n")[2].strip()
-    if not last_line.isascii():
-        last_line = last_line.translate(_DASHES)
+    if not last_line.isascii():  # the digits and minus signs the checker reads, as the checker reads them
+        last_line = _ascii_digits(last_line).translate(_DASHES)
     if _FORMAT_LINE.fullmatch(last_line) is None:
         return False
     m = _NUM.search(last_line)
