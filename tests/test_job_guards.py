@@ -103,3 +103,29 @@ def test_a_missing_model_path_or_a_near_miss_of_an_embedded_name_is_named(tmp_pa
         resolve_model_path("smollm2-135m-instruc")
     assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)  # a local folder as it is
+
+
+@pytest.mark.parametrize("key, value", [("beta", float("nan")), ("learning_rate", float("inf")),
+                                        ("vf_coef", float("nan"))])
+def test_non_finite_hyperparameters_are_refused_naming_the_key(key, value, tmp_path):
+    from trl_lab import PPOConfig
+
+    config_cls = PPOConfig if key == "vf_coef" else GRPOConfig
+    with pytest.raises(ValueError, match=f"{key} must be a finite number, got {value}"):
+        tiny_config(config_cls, tmp_path, rewards=["gsm8k"], num_generations=2, **{key: value})
+
+
+def huge_reward(completions, **kwargs):
+    return [1e308 for _ in completions]
+
+
+def test_a_weighted_reward_that_overflows_is_an_error_naming_the_plugin():
+    """A finite 1e308 reward times weight 10 logged `reward: inf` with loss 0, and training went on."""
+    from trl_lab import build_rewards
+
+    (reward,), weights = build_rewards([{"name": "tests.test_job_guards:huge_reward", "weight": 10.0}])
+    assert weights == [10.0] and reward.weight == 10.0
+    with pytest.raises(Exception, match=r"'huge_reward' returned 1e\+308 for sample 0, which times its weight 10"):
+        reward(prompts=["p"], completions=["c"])
+    (plain,), _ = build_rewards([{"name": "tests.test_job_guards:huge_reward", "weight": 1.0}])
+    assert plain(prompts=["p"], completions=["c"]) == [1e308]

@@ -18,6 +18,8 @@ of those built ``learned_rm`` rewards, still before the policy loads.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -86,6 +88,7 @@ class GRPOConfig(trl.GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        _refuse_non_finite(self)
         if self.max_steps == 0:
             raise ValueError("max_steps is 0: TRL would still run one step (at learning rate 0); give max_steps >= 1, "
                              "or -1 to train for num_train_epochs")
@@ -101,6 +104,19 @@ class GRPOConfig(trl.GRPOConfig):
                     "both `rewards` and `reward_weights` are set: give each weight in its reward spec "
                     "(e.g. `gsm8k_format=0.2`) and leave `reward_weights` unset"
                 )
+
+
+def _refuse_non_finite(config: Any) -> None:
+    """A NaN or infinite number in any numeric field (``--beta nan``, ``--vf_coef inf``) is an error naming the key:
+    it would pass TRL's checks and poison the weights at step 1. Fields whose own default is not finite are left
+    alone."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+        default_ok = isinstance(f.default, float) and not math.isfinite(f.default)
+        if bad and not default_ok:
+            raise ValueError(f"{f.name} must be a finite number, got {value!r}")
 
 
 def _use_cpu_when_distributed_without_accelerator(args: TrainingArguments) -> None:

@@ -275,6 +275,7 @@ class Reward:
         self.name = name
         self.__name__ = name
         self.fn = fn
+        self.weight = 1.0  # the weight TRL sums this reward with; build_rewards sets it from the spec
 
     def __repr__(self) -> str:
         return f"Reward({self.name!r}, {self.fn!r})"
@@ -333,6 +334,11 @@ class Reward:
                 raise RewardPluginError(
                     f"reward plugin {self.name!r} returned {v} for sample {i}; rewards must be finite "
                     "(return None for 'not applicable')"
+                )
+            if not math.isfinite(float(v) * self.weight):
+                raise RewardPluginError(
+                    f"reward plugin {self.name!r} returned {v} for sample {i}, which times its weight "
+                    f"{self.weight:g} overflows to {float(v) * self.weight}; the weighted reward must be finite"
                 )
             values[i] = float(v)
         return values

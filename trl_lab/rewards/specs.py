@@ -138,6 +138,7 @@ def build_rewards(specs: Iterable[RewardSpec | Any], *, key: str = "rewards") ->
         names[reward.__name__] = count
         if count > 1:
             reward.name = reward.__name__ = f"{reward.__name__}#{count}"
+        reward.weight = spec.weight
         funcs.append(reward)
         weights.append(spec.weight)
     if not funcs:
