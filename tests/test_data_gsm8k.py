@@ -64,8 +64,12 @@ def test_local_splits():
 
 @needs_shared
 def test_local_single_file_limit_and_shuffle():
+    # One file holds both splits, by question hash: its 'test' part is about a fifth of it, in file order.
+    whole = [json.loads(line)["question"] for line in (SHARED / "test.jsonl").read_text().splitlines()]
+    part = [q for q in whole if generated_split_of(q) == "test"]
     first = load_gsm8k("local", "test", path=SHARED / "test.jsonl", limit=5)
-    assert len(first) == 5 and first[0]["answer"] == "18"
+    assert first["question"] == part[:5] and 0.15 < len(part) / len(whole) < 0.25
+    assert len(load_gsm8k("local", "train", path=SHARED / "test.jsonl")) == len(whole) - len(part)
     a = load_gsm8k("local", "test", path=SHARED, limit=20, shuffle=True, seed=1)
     b = load_gsm8k("local", "test", path=SHARED, limit=20, shuffle=True, seed=1)
     c = load_gsm8k("local", "test", path=SHARED, limit=20, shuffle=True, seed=2)

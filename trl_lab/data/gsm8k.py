@@ -22,7 +22,10 @@ Sources (``load_gsm8k(source=...)``)
     and its message points at the two offline sources below.
 ``"local"``
     ``path`` is a folder holding ``{split}.jsonl`` (``train.jsonl``, ``test.jsonl``) in the GSM8K
-    release format, or a single ``.jsonl`` file (then ``split`` only labels error messages).
+    release format, or a single ``.jsonl`` file. One file holds both splits, partitioned as the generated
+    sources are: a question is in ``test`` when the hash of its normal form falls in the lowest fifth, else in
+    ``train`` (:func:`generated_split_of`), so the training and held-out sets drawn from one file never share a
+    question; any other ``split`` of a single file is an error.
 ``"gsm_symbolic"``
     reasoning-gym's ``gsm_symbolic`` procedural generator -- the offline stand-in for a fresh machine
     with neither network nor data files. It is a re-implementation of Apple's GSM-Symbolic idea: about
@@ -247,6 +250,22 @@ def _local_file(path: str | os.PathLike, split: str) -> Path:
     raise FileNotFoundError(f"GSM8K source 'local': {p} is neither a folder of <split>.jsonl files nor a .jsonl file")
 
 
+def _read_local(path: str | os.PathLike, split: str, *, whole_file: bool = False) -> tuple[Path, list[Any], list[int]]:
+    """The file, rows and line numbers of ``split``: the split's file in a folder, or its hash part of one file
+    (every row of it with ``whole_file``)."""
+    file = _local_file(path, split)
+    rows, lines = _read_jsonl(file, split)
+    if whole_file or Path(path).expanduser().is_dir():
+        return file, rows, lines
+    if split not in GSM8K_SPLIT_SIZES:
+        raise ValueError(f"GSM8K source 'local': one file ({file}) holds the splits 'train' and 'test' (by question "
+                         f"hash), not {split!r}; give a folder with {split}.jsonl instead")
+    # A row without a string question stays in every split, so that its error is raised whichever is read.
+    keep = [i for i, row in enumerate(rows) if not isinstance(row, dict) or not isinstance(row.get("question"), str)
+            or generated_split_of(row["question"]) == split]
+    return file, [rows[i] for i in keep], [lines[i] for i in keep]
+
+
 def _read_jsonl(file: Path, split: str) -> tuple[list[Any], list[int]]:
     """Rows of a jsonl file (blank lines skipped) and the 1-based line number of each. UTF-8, a BOM allowed; other
     bytes are an error naming the file and line."""
@@ -389,8 +408,7 @@ def load_gsm8k(
             raise ValueError(
                 "GSM8K source 'local' needs path= (a folder of train.jsonl/test.jsonl, or one .jsonl file)"
             )
-        file = _local_file(path, split)
-        raw_rows, lines = _read_jsonl(file, split)
+        file, raw_rows, lines = _read_local(path, split)
         indices = _select(len(raw_rows), limit=limit, shuffle=shuffle, seed=seed)
         return _build_dataset(
             ((i, raw_rows[i]) for i in indices),
@@ -433,12 +451,14 @@ def gsm8k_solution_rows(
     hub_id: str = "openai/gsm8k",
     hub_config: str | None = "main",
     limit: int | None = None,
+    whole_file: bool = False,
 ) -> list[dict[str, str]]:
     """Raw GSM8K rows ``{"question", "answer"}`` with the *worked* solution, for preference pairs.
 
     ``source``: ``"hub"`` (``openai/gsm8k``) or ``"local"`` (``path``: a folder of ``{split}.jsonl`` files or one
-    file). ``gsm_symbolic`` items carry only the final number, so they cannot make pairs; asking for it is an
-    error. ``limit`` keeps the first rows, in file order.
+    file, split by question hash as :func:`load_gsm8k` splits it; ``whole_file``: all of that file). ``gsm_symbolic``
+    items carry only the final number, so they cannot make pairs; asking for it is an error. ``limit`` keeps the
+    first rows, in file order.
     """
     if source == "hub":
         raw = _load_hub(hub_id, hub_config, split)
@@ -447,8 +467,7 @@ def gsm8k_solution_rows(
     if source == "local":
         if path is None:
             raise ValueError("GSM8K solutions from source 'local' need path= (a folder of train.jsonl/test.jsonl)")
-        file = _local_file(path, split)
-        raw_rows, lines = _read_jsonl(file, split)
+        file, raw_rows, lines = _read_local(path, split, whole_file=whole_file)
         out = []
         for i, row in enumerate(raw_rows[:limit] if limit is not None else raw_rows):
             if not isinstance(row, dict) or not isinstance(row.get("question"), str) \

@@ -96,7 +96,7 @@ def load_gsm8k_solutions(path: str | Path, *, limit: int | None = None) -> list[
     ``train.jsonl``), in file order; :func:`trl_lab.data.gsm8k.gsm8k_solution_rows` reads the hub too."""
     from trl_lab.data.gsm8k import gsm8k_solution_rows
 
-    return gsm8k_solution_rows("local", "train", path=path, limit=limit)
+    return gsm8k_solution_rows("local", "train", path=path, limit=limit, whole_file=True)
 
 
 def clean_solution(solution: str) -> str:

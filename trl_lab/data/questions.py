@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["normalise_question", "question_hash_fraction"]
+__all__ = ["normalise_question", "question_fingerprint", "question_hash_fraction"]
 
 
 def normalise_question(question: str) -> str:
@@ -18,7 +18,11 @@ def normalise_question(question: str) -> str:
     return " ".join(question.split()).lower()
 
 
+def question_fingerprint(question: str) -> str:
+    """The SHA-256 (hex) of the normalised question: its identity, recorded without the text."""
+    return hashlib.sha256(normalise_question(question).encode("utf-8")).hexdigest()
+
+
 def question_hash_fraction(question: str) -> float:
     """A number in ``[0, 1)`` fixed by the normalised question (the first 8 bytes of its SHA-256)."""
-    digest = hashlib.sha256(normalise_question(question).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return int(question_fingerprint(question)[:16], 16) / 2**64
