@@ -15,6 +15,7 @@ GSM8K held-out set to the held-out callback and the GSM8K audit suite to the tra
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,14 +24,21 @@ import trl
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback, MetricsLoggerCallback
+from trl_lab.callbacks.preemption import PreemptionCallback
 from trl_lab.data.gsm8k import heldout_gsm8k, load_gsm8k
-from trl_lab.data.gsm8k_pairs import gsm8k_audit_suite
+from trl_lab.data.gsm8k_pairs import gsm8k_audit_suite, read_pairs
+from trl_lab.data.leakage import overlapping_questions, read_trained_questions, refuse_heldout_overlap
+from trl_lab.data.prompt_length import check_prompt_lengths, default_prompt_limit
+from trl_lab.embedded_model import resolve_model_path
 from trl_lab.grpo import GRPOConfig, GRPOTrainer
 from trl_lab.report import format_summary, run_summary
 from trl_lab.rewards.registry import Reward
-from trl_lab.scripts.utils import apply_model_config, parse_job_args
+from trl_lab.scripts.utils import apply_model_config, parse_job_args, refuse_previous_run
 
-__all__ = ["GSM8KScriptArguments", "add_watchdogs", "load_heldout_set", "main", "parse_args", "run_gsm8k_job"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["GSM8KScriptArguments", "add_watchdogs", "check_heldout_leakage", "check_prompts", "learned_rm_folders",
+           "load_heldout_set", "main", "parse_args", "run_gsm8k_job"]
 
 
 @dataclass
@@ -107,9 +115,30 @@ class GSM8KScriptArguments(trl.ScriptArguments):
         default="reward",
         metadata={"help": "The logged metric the detector treats as the proxy (e.g. rewards/sentiment/mean)."},
     )
+    allow_heldout_overlap: bool = field(
+        default=False,
+        metadata={"help": "Run even when held-out questions are also in the training set (or in a learned_rm's "
+                  "training pairs); refused by default, since held-out accuracy would score trained-on answers."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh in an output_dir that holds a previous run (metrics.jsonl, checkpoint-*): "
+                  "its log, report and checkpoints are deleted first. Refused by default unless resuming."},
+    )
+    max_prompt_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Longest prompt (tokens, chat template included) allowed in the training and held-out "
+                  "sets; default: the model's context length minus max_completion_length."},
+    )
+    long_prompts: str = field(
+        default="error",
+        metadata={"help": "Prompts over max_prompt_tokens: 'error' (refused before training, naming the row) or "
+                  "'drop' (dropped, with a warning).", "choices": ["error", "drop"]},
+    )
 
     def __post_init__(self) -> None:
-        for key in ("heldout_size", "train_size", "heldout_eval_steps", "heldout_kl_items", "heldout_max_new_tokens"):
+        for key in ("heldout_size", "train_size", "heldout_eval_steps", "heldout_kl_items", "heldout_max_new_tokens",
+                    "max_prompt_tokens"):
             value, least = getattr(self, key), 0 if key == "heldout_size" else 1
             if value is not None and value < least:
                 raise ValueError(f"{key} must be >= {least}" + (" (0 turns the held-out evaluation off)"
@@ -121,6 +150,8 @@ class GSM8KScriptArguments(trl.ScriptArguments):
                 raise ValueError(f"dataset_task_config is not JSON ({exc}): {self.dataset_task_config!r}") from exc
         if self.dataset_task_config is not None and not isinstance(self.dataset_task_config, dict):
             raise ValueError(f"dataset_task_config must be a JSON object, got {self.dataset_task_config!r}")
+        if self.long_prompts not in ("error", "drop"):
+            raise ValueError(f"long_prompts must be 'error' or 'drop', got {self.long_prompts!r}")
         if (self.dataset_task is not None) != (self.dataset_source == "reasoning_gym"):
             raise ValueError("dataset_task goes with dataset_source: reasoning_gym (and that source needs a task); got "
                              f"dataset_source={self.dataset_source!r}, dataset_task={self.dataset_task!r}")
@@ -156,6 +187,85 @@ def load_heldout_set(script_args: GSM8KScriptArguments, seed: int) -> Any:
     return heldout_set
 
 
+def learned_rm_folders(training_args: GRPOConfig) -> list[str]:
+    """The local folders of the ``learned_rm`` rewards in ``training_args.rewards`` (``path`` / ``paths``)."""
+    folders = []
+    for spec in training_args.rewards or []:
+        if spec.get("name") == "learned_rm":
+            kwargs = spec.get("kwargs") or {}
+            paths = kwargs.get("paths") or ([kwargs["path"]] if kwargs.get("path") else [])
+            folders.extend(str(p) for p in paths if os.path.isdir(str(p)))
+    return folders
+
+
+def check_heldout_leakage(script_args: GSM8KScriptArguments, training_args: GRPOConfig, train_dataset: Any,
+                          heldout_set: Any) -> None:
+    """Refuse (unless ``allow_heldout_overlap``) held-out questions that are also training questions, or questions a
+    ``learned_rm`` reward trained on (its ``rm_train_questions.json``); and audit pairs (``rm_audit_data``) on
+    questions that RM trained on. Before any model loads."""
+    allow, fix = script_args.allow_heldout_overlap, ("Hold out data the model does not train on: another "
+                                                      "dataset_test_split than dataset_train_split, or files without "
+                                                      "shared questions (one --dataset_path file is split by question "
+                                                      "hash)")
+    if heldout_set is not None:
+        refuse_heldout_overlap(
+            overlapping_questions(train_dataset["question"], heldout_set["question"]), len(heldout_set),
+            train=f"the training set (dataset_train_split {script_args.dataset_train_split!r}, {len(train_dataset)} "
+                  "questions)", heldout=f"dataset_test_split {script_args.dataset_test_split!r}", fix=fix, allow=allow)
+    for folder in learned_rm_folders(training_args):
+        trained = read_trained_questions(folder)
+        if trained is None:
+            continue
+        if heldout_set is not None:
+            refuse_heldout_overlap(
+                overlapping_questions(trained, heldout_set["question"], fingerprints=True), len(heldout_set),
+                train=f"the training pairs of the learned_rm {folder}",
+                heldout=f"dataset_test_split {script_args.dataset_test_split!r}", allow=allow,
+                fix="Train the RM on other questions than the RL held-out set (train_reward_model reads its "
+                    "dataset_train_split)")
+        audit_data = getattr(training_args, "rm_audit_data", None)
+        if audit_data and os.path.isfile(audit_data):
+            audit_questions = [p["question"] for p in read_pairs(audit_data, split="eval",
+                                                                 limit=getattr(training_args, "rm_audit_limit", 200))
+                               if "question" in p]
+            refuse_heldout_overlap(
+                overlapping_questions(trained, audit_questions, fingerprints=True), len(audit_questions),
+                train=f"the training pairs of the learned_rm {folder}", heldout=f"rm_audit_data {audit_data}",
+                allow=allow, fix="Audit the RM on pairs of questions it did not train on (e.g. the RM's own eval "
+                                 "split, which train_reward_model audits)")
+
+
+def check_prompts(script_args: GSM8KScriptArguments, training_args: GRPOConfig, model_args: ModelConfig,
+                  train_dataset: Any, heldout_set: Any) -> tuple[Any, Any]:
+    """The training and held-out sets with no prompt over ``max_prompt_tokens`` (default: the model's context minus
+    ``max_completion_length``): over-long prompts are refused naming the row, or dropped with ``long_prompts:
+    drop``. Loads the tokenizer and config only, not the model."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    options = dict(revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, **options)
+    limit, flag = script_args.max_prompt_tokens, "--max_prompt_tokens"
+    if limit is None:
+        limit = default_prompt_limit(AutoConfig.from_pretrained(path, **options), tokenizer,
+                                     training_args.max_completion_length)
+        flag = f"--max_prompt_tokens; default {limit}: the model's context minus max_completion_length"
+        if limit is None:
+            logger.warning("model %s states no context length: prompt lengths are not checked (set "
+                           "--max_prompt_tokens to check them)", model_args.model_name_or_path)
+            return train_dataset, heldout_set
+    template_kwargs = training_args.chat_template_kwargs or {}
+    drop = script_args.long_prompts == "drop"
+    train_dataset = check_prompt_lengths(
+        train_dataset, tokenizer, limit, flag=flag, drop=drop, **template_kwargs,
+        what=f"the training set (dataset_train_split {script_args.dataset_train_split!r})")
+    if heldout_set is not None:
+        heldout_set = check_prompt_lengths(
+            heldout_set, tokenizer, limit, flag=flag, drop=drop, **template_kwargs,
+            what=f"the held-out set (dataset_test_split {script_args.dataset_test_split!r})")
+    return train_dataset, heldout_set
+
+
 def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments, heldout_set: Any) -> None:
     """The run's log (metrics.jsonl and the report, always) and, with a held-out set, held-out accuracy next to reward
     and the Goodhart detector on top of it."""
@@ -185,10 +295,14 @@ def run_gsm8k_job(
 ) -> GRPOTrainer:
     """Parse arguments, load GSM8K, build ``trainer_cls``, train with the watchdogs, save; returns the trainer."""
     script_args, training_args, model_args = parse_args(config_cls, default_config, argv)
+    refuse_previous_run(training_args.output_dir, resuming=bool(training_args.resume_from_checkpoint),
+                        overwrite=script_args.overwrite_output_dir, is_main_process=training_args.process_index == 0)
     apply_model_config(model_args, training_args)
     train_dataset = load_gsm8k(split=script_args.dataset_train_split, limit=script_args.train_size,
                                seed=training_args.seed, **script_args.dataset_kwargs())
     heldout_set = load_heldout_set(script_args, training_args.seed)
+    check_heldout_leakage(script_args, training_args, train_dataset, heldout_set)
+    train_dataset, heldout_set = check_prompts(script_args, training_args, model_args, train_dataset, heldout_set)
     trainer = trainer_cls(
         model=model_args.model_name_or_path,
         args=training_args,
@@ -198,12 +312,20 @@ def run_gsm8k_job(
         rm_audit_suite=gsm8k_audit_suite,
     )
     add_watchdogs(trainer, script_args, heldout_set)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    preemption = PreemptionCallback()  # SIGTERM: a checkpoint, then the normal end below (model, report)
+    trainer.add_callback(preemption)
+    try:
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finally:
+        preemption.uninstall()
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(
         f"Saved to {training_args.output_dir} after {trainer.state.global_step} steps "
         f"on {trainer.accelerator.num_processes} process(es)"
     )
+    if preemption.stopped_at is not None:
+        trainer.accelerator.print(f"Stopped by SIGTERM at step {preemption.stopped_at}: resume with "
+                                  f"--resume_from_checkpoint {training_args.output_dir}/checkpoint-{preemption.stopped_at}")
     if trainer.accelerator.is_main_process and script_args.heldout_size > 0:
         # What moved: the reward, the answers' style (format, length) and held-out accuracy, before and after.
         print(format_summary(run_summary(training_args.output_dir)))

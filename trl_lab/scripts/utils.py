@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from trl import ModelConfig, TrlParser
 
 from trl_lab.quantization import check_bitsandbytes, wants_quantization
 
-__all__ = ["apply_model_config", "parse_job_args"]
+__all__ = ["apply_model_config", "parse_job_args", "refuse_previous_run"]
 
 
 def parse_job_args(*dataclass_types: type, default_config: str | os.PathLike | None = None,
@@ -39,3 +42,34 @@ def apply_model_config(model_args: ModelConfig, training_args: Any) -> None:
         "trust_remote_code": training_args.trust_remote_code,
         **(training_args.model_init_kwargs or {}),
     }
+
+
+def refuse_previous_run(output_dir: str | os.PathLike | None, *, resuming: bool, overwrite: bool,
+                        is_main_process: bool = True) -> None:
+    """Refuse an ``output_dir`` that holds a previous run (``metrics.jsonl``, ``checkpoint-*``) unless resuming: a new
+    run would truncate its log and leave its checkpoints beside the new ones. ``overwrite`` (the job's
+    ``--overwrite_output_dir``) deletes the run's log, report, Goodhart files and checkpoints instead (main process)."""
+    from trl_lab.callbacks.goodhart import SNAPSHOT_DIR
+    from trl_lab.report import GOODHART_FILE, METRICS_FILE, REPORT_JSON, REPORT_PNG
+
+    if not output_dir or resuming or not Path(output_dir).is_dir():
+        return
+    out = Path(output_dir)
+    checkpoints = sorted((p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
+                         key=lambda p: int(p.name.split("-")[1]))
+    log = out / METRICS_FILE
+    if not checkpoints and not log.exists():
+        return
+    if overwrite:
+        if is_main_process:
+            for folder in [*checkpoints, out / SNAPSHOT_DIR]:
+                shutil.rmtree(folder, ignore_errors=True)
+            for name in (METRICS_FILE, REPORT_PNG, REPORT_JSON, GOODHART_FILE):
+                (out / name).unlink(missing_ok=True)
+        return
+    found = ([METRICS_FILE] if log.exists() else []) + ([f"{len(checkpoints)} checkpoint-* folder(s)"]
+                                                         if checkpoints else [])
+    resume = f"--resume_from_checkpoint {checkpoints[-1]}" if checkpoints else "a resume from a checkpoint"
+    raise ValueError(f"output_dir {str(out)!r} holds a previous run ({', '.join(found)}): a new run there would "
+                     f"truncate its log and mix its checkpoints with the new ones. Resume it ({resume}), choose "
+                     "another output_dir, or pass --overwrite_output_dir true to delete it and start afresh")

@@ -70,7 +70,7 @@ def build_tiny_causal_lm(tokenizer, *, seed: int = 0, hidden_size: int = 32, lay
 
     torch.manual_seed(seed)
     config = _tiny_llama_config(
-        tokenizer, hidden_size=hidden_size, layers=layers, max_position_embeddings=512, tie_word_embeddings=True
+        tokenizer, hidden_size=hidden_size, layers=layers, max_position_embeddings=2048, tie_word_embeddings=True
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
