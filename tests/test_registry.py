@@ -36,6 +36,7 @@ def count_digits(completions, **kwargs):
     return [float(sum(ch.isdigit() for ch in completion_text(c))) for c in completions]
 
 
+@register_reward("test_registry_scaled")  # a factory function: reachable by dotted path once registered
 def make_scaled(scale: float = 2.0):
     def scaled(completions, **kwargs):
         return [scale * len(completion_text(c)) for c in completions]
@@ -125,6 +126,12 @@ def test_dotted_path_reward_function():
 def test_dotted_path_factory_function_and_class():
     assert get_reward("tests.test_registry:make_scaled", scale=0.5)(completions=["abcd"]) == [2.0]
     assert get_reward("tests.test_registry:Threshold", minimum=1)(completions=["", "x"]) == [0.0, 1.0]
+    with pytest.raises(RewardPluginError, match="'tests.test_registry:unregistered_factory'.*is not a reward plugin"):
+        get_reward("tests.test_registry:unregistered_factory", scale=0.5)
+
+
+def unregistered_factory(scale: float = 2.0):
+    return make_scaled(scale)
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,27 @@ to :func:`get_reward` are bound as keyword arguments) or a *factory* (a class, o
 
 :func:`get_reward` returns a :class:`Reward`: a checked wrapper that carries the plugin's name as
 ``__name__`` (TRL logs ``rewards/<name>/mean``), re-raises a plugin's exception naming the plugin and
-the first failing sample, and rejects outputs of the wrong length or with NaN/inf. ``None`` keeps
-TRL's meaning: the reward does not apply to that sample.
+the first failing sample, and rejects outputs of the wrong length, with NaN/inf, or beyond float32 (TRL's reward
+dtype) once weighted. ``None`` keeps TRL's meaning: the reward does not apply to that sample.
+
+Each call gets its own copy of the inputs (the ``prompts``/``completions`` lists, ``completion_ids`` and the dataset
+columns, down to their dicts and lists; strings and numbers are immutable), so a plugin that mutates them cannot
+change what later plugins, the gold checker or the held-out proxy see. ``trainer_state``, ``log_extra``,
+``log_metric`` and ``environments`` are shared on purpose and passed as they are.
+
+Each call has a **timeout** (``Reward.timeout`` seconds; from the spec's ``timeout`` key, else the global default
+:func:`default_timeout`: ``$TRL_LAB_REWARD_TIMEOUT``, else 600 s; ``0`` or ``none`` turns it off). A synchronous plugin
+runs in a worker thread that the caller waits on; when it does not return in time, :class:`RewardTimeoutError`
+names the plugin. Python cannot kill a thread: the stuck call keeps running in the background (holding whatever it
+holds) until the process exits, so the error stops the run rather than retrying. An ``async`` plugin is awaited
+with that timeout and cancelled when it passes; a coroutine that blocks its event loop without ever awaiting
+(``time.sleep`` in an ``async def``) cannot be interrupted by asyncio and is not caught.
+
+A dotted path (``"pkg.module:object"``) must name a reward plugin, not just any callable (``"os:system"`` would
+run a shell command with the spec's options): an object registered with :func:`register_reward` (importing its
+module registers it), a Python function with a ``completions`` parameter, or a class whose ``__call__`` takes
+``completions``. A factory *function* must be registered. A config file is still trusted code: importing the named
+module runs it.
 """
 
 from __future__ import annotations
@@ -28,10 +47,15 @@ import importlib.metadata
 import inspect
 import math
 import numbers
+import os
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from trl_lab.rewards.weighted_sum import FLOAT32_MAX, WeightedSumCheck
 
 RewardFunc = Callable[..., Sequence[float | None]]
 
@@ -43,8 +67,39 @@ _TRL_SUPPLIED = frozenset(
 )
 
 
+# Passed to every plugin as they are (shared state by design); every other argument is copied per call.
+_SHARED_BY_DESIGN = frozenset({"trainer_state", "log_extra", "log_metric", "environments"})
+
+#: Seconds a plugin call may take unless its spec says otherwise (``$TRL_LAB_REWARD_TIMEOUT`` overrides).
+DEFAULT_TIMEOUT_S = 600.0
+TIMEOUT_ENV = "TRL_LAB_REWARD_TIMEOUT"
+
+
 class RewardPluginError(RuntimeError):
     """A reward plugin could not be found, built, or returned an invalid result."""
+
+
+class RewardTimeoutError(RewardPluginError):
+    """A reward plugin call did not return within its timeout."""
+
+
+def parse_timeout(value: Any, what: str) -> float | None:
+    """A timeout in seconds: a positive finite number, or ``0`` / ``None`` / ``"none"`` / ``"off"`` for none."""
+    if value is None or isinstance(value, str) and value.strip().lower() in ("", "none", "off", "0"):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds (0 or none for no timeout), got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0 (0 for no timeout), got {value!r}")
+    return seconds or None
+
+
+def default_timeout() -> float | None:
+    """The global default timeout of a plugin call: ``$TRL_LAB_REWARD_TIMEOUT`` seconds, else 600; None for none."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    return DEFAULT_TIMEOUT_S if raw is None else parse_timeout(raw, f"${TIMEOUT_ENV}")
 
 
 @dataclass(frozen=True)
@@ -245,11 +300,31 @@ def _import_dotted(path: str) -> tuple[Any, bool]:
             obj = getattr(obj, part)
         except AttributeError as exc:
             raise RewardPluginError(f"reward plugin {path!r}: {module_name!r} has no attribute {attr_path!r}") from exc
-    # An object registered with an explicit factory flag keeps it.
+    # A registered object (importing its module registered it) keeps its factory flag.
     for reg in _REGISTRY.values():
         if reg.target is obj:
             return obj, reg.factory
+    if not _has_plugin_signature(obj):
+        raise RewardPluginError(
+            f"reward plugin {path!r}: {_qualname(obj)} is not a reward plugin, so it is not called (a dotted path "
+            "could otherwise run any function with the spec's options, e.g. 'os:system'). A dotted path must name a "
+            "function with a `completions` parameter, a class whose __call__ takes `completions`, or an object "
+            "registered with @trl_lab.register_reward (factory functions must be registered)"
+        )
     return obj, _is_factory(obj)
+
+
+def _has_plugin_signature(obj: Any) -> bool:
+    """A Python function taking ``completions``, or a class whose own ``__call__`` takes it (builtins never)."""
+    if inspect.isclass(obj):
+        if not any("__call__" in vars(k) for k in obj.__mro__ if k is not object):
+            return False
+        obj = obj.__call__
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    if not (inspect.isfunction(obj) or inspect.ismethod(obj) and inspect.isfunction(obj.__func__)):
+        return False
+    return "completions" in inspect.signature(obj).parameters
 
 
 def _check_kwargs(fn: Any, kwargs: dict[str, Any], display: str) -> None:
@@ -269,23 +344,73 @@ def _check_kwargs(fn: Any, kwargs: dict[str, Any], display: str) -> None:
 
 
 class Reward:
-    """A TRL reward function wrapped with checks; ``__name__`` is the plugin name TRL logs under."""
+    """A TRL reward function wrapped with checks; ``__name__`` is the plugin name TRL logs under.
 
-    def __init__(self, name: str, fn: RewardFunc):
+    ``weight``: the weight TRL sums this reward with (``build_rewards`` sets it from the spec). ``timeout``: seconds
+    a call may take (None: no limit). ``weighted_sum``: the check of the run's summed rewards this one belongs to.
+    """
+
+    def __init__(self, name: str, fn: RewardFunc, *, timeout: float | None | str = "default"):
         self.name = name
         self.__name__ = name
         self.fn = fn
-        self.weight = 1.0  # the weight TRL sums this reward with; build_rewards sets it from the spec
+        self.weight = 1.0
+        self.timeout = default_timeout() if timeout == "default" else parse_timeout(timeout, f"timeout of {name!r}")
+        self.weighted_sum: WeightedSumCheck | None = None
 
     def __repr__(self) -> str:
         return f"Reward({self.name!r}, {self.fn!r})"
 
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
+        call = _private_inputs(prompts, completions, kwargs)
         try:
-            out = self.fn(prompts=prompts, completions=completions, **kwargs)
+            out = self._call_in_time(call, len(completions))
+        except RewardTimeoutError:
+            raise
         except Exception as exc:
             raise self._failure(exc, self._first_failing_sample(prompts, completions, kwargs)) from exc
-        return self.validate(out, len(completions))
+        return self._checked(out, completions)
+
+    def _call_in_time(self, call: dict[str, Any], n: int) -> Any:
+        """``fn(**call)``; with a timeout, in a worker thread the caller waits on (see the module doc)."""
+        if self.timeout is None:
+            return self.fn(**call)
+        result: dict[str, Any] = {}
+        done = threading.Event()
+        torch_state = _caller_torch_state()
+
+        def run() -> None:
+            try:
+                with torch_state():
+                    result["out"] = self.fn(**call)
+            except BaseException as exc:  # handed to the caller, raised there
+                result["exc"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"reward plugin {self.name}", daemon=True).start()
+        if not done.wait(self.timeout):
+            raise self._timed_out(n)
+        if "exc" in result:
+            raise result["exc"]
+        return result["out"]
+
+    def _timed_out(self, n: int) -> RewardTimeoutError:
+        return RewardTimeoutError(
+            f"reward plugin {self.name!r} did not return within its timeout of {self.timeout:g} s (a batch of {n} "
+            f"completions). Raise it with `timeout: <seconds>` in the plugin's reward spec, or for every plugin with "
+            f"${TIMEOUT_ENV} (0 turns it off). The stuck call cannot be killed from Python and keeps running in "
+            "the background until the process exits"
+        )
+
+    def _checked(self, out: Any, completions: Sequence[Any]) -> list[float | None]:
+        values = self.validate(out, len(completions))
+        if self.weighted_sum is not None:
+            try:
+                self.weighted_sum.record(self.name, completions, values)
+            except OverflowError as exc:
+                raise RewardPluginError(str(exc)) from None
+        return values
 
     def _failure(self, exc: Exception, index: int | None) -> RewardPluginError:
         where = f" on sample {index}" if index is not None else ""
@@ -312,7 +437,7 @@ class Reward:
         ]
 
     def validate(self, out: Any, expected: int) -> list[float | None]:
-        """Check a plugin's output: one finite number (or None) per completion."""
+        """Check a plugin's output: one finite number (or None) per completion, finite in float32 once weighted."""
         if isinstance(out, (str, bytes)) or not isinstance(out, Sequence) and not hasattr(out, "tolist"):
             raise RewardPluginError(
                 f"reward plugin {self.name!r} returned {type(out).__name__}; expected a list of floats"
@@ -335,10 +460,12 @@ class Reward:
                     f"reward plugin {self.name!r} returned {v} for sample {i}; rewards must be finite "
                     "(return None for 'not applicable')"
                 )
-            if not math.isfinite(float(v) * self.weight):
+            # TRL holds rewards as float32: beyond its range a finite reward becomes inf there.
+            if abs(float(v)) > FLOAT32_MAX or abs(float(v) * self.weight) > FLOAT32_MAX:
                 raise RewardPluginError(
                     f"reward plugin {self.name!r} returned {v} for sample {i}, which times its weight "
-                    f"{self.weight:g} overflows to {float(v) * self.weight}; the weighted reward must be finite"
+                    f"{self.weight:g} overflows float32 (TRL's reward dtype, max {FLOAT32_MAX:.4g}); the weighted "
+                    "reward must be finite"
                 )
             values[i] = float(v)
         return values
@@ -347,28 +474,88 @@ class Reward:
         """Re-run the plugin one sample at a time to name the sample that breaks it (error path only)."""
         for i, single in enumerate(_single_samples(prompts, completions, kwargs)):
             try:
-                self.fn(**single)
+                self._call_in_time(_private_inputs(**single), 1)
             except Exception:
                 return i
         return None
 
 
 class AsyncReward(Reward):
-    """:class:`Reward` for ``async`` plugins; TRL awaits these concurrently with each other."""
+    """:class:`Reward` for ``async`` plugins; TRL awaits these concurrently with each other. The timeout cancels
+    the plugin's coroutine."""
 
     async def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any):
         try:
-            out = await self.fn(prompts=prompts, completions=completions, **kwargs)
+            out = await self._await_in_time(_private_inputs(prompts, completions, kwargs), len(completions))
+        except RewardTimeoutError:
+            raise
         except Exception as exc:
             index = None
             for i, single in enumerate(_single_samples(prompts, completions, kwargs)):
                 try:
-                    await self.fn(**single)
+                    await self._await_in_time(_private_inputs(**single), 1)
                 except Exception:
                     index = i
                     break
             raise self._failure(exc, index) from exc
-        return self.validate(out, len(completions))
+        return self._checked(out, completions)
+
+    async def _await_in_time(self, call: dict[str, Any], n: int) -> Any:
+        if self.timeout is None:
+            return await self.fn(**call)
+        import asyncio
+
+        task = asyncio.ensure_future(self.fn(**call))
+        done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        if not done:
+            task.cancel()
+            raise self._timed_out(n)
+        return task.result()
+
+
+def _private_inputs(prompts: Any = None, completions: Any = (), kwargs: dict[str, Any] | None = None,
+                    **more: Any) -> dict[str, Any]:
+    """A plugin call's keyword arguments, each its own copy (see the module doc)."""
+    kwargs = {**(kwargs or {}), **more}
+    return {"prompts": _copy_containers(prompts), "completions": _copy_containers(completions),
+            **{k: v if k in _SHARED_BY_DESIGN else _copy_containers(v) for k, v in kwargs.items()}}
+
+
+_IMMUTABLE_LEAVES = (str, int, float, bool, bytes, type(None))
+
+
+def _copy_containers(value: Any) -> Any:
+    """``value`` with every list, tuple and dict in it copied; strings, numbers and other objects shared."""
+    if isinstance(value, list):
+        if all(type(v) in _IMMUTABLE_LEAVES for v in value):
+            return value.copy()  # the common flat case (texts, token ids, a column of answers) at C speed
+        return [_copy_containers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_copy_containers(v) for v in value)
+    return value
+
+
+def _caller_torch_state():
+    """A context manager that gives a worker thread the caller's torch grad/inference mode and CUDA device (both
+    are per thread)."""
+    import contextlib
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return contextlib.nullcontext
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+    device = torch.cuda.current_device() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+    @contextlib.contextmanager
+    def state():
+        if device is not None:
+            torch.cuda.set_device(device)
+        with torch.inference_mode() if inference else torch.set_grad_enabled(grad):
+            yield
+
+    return state
 
 
 def _single_samples(prompts, completions, kwargs):

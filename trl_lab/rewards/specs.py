@@ -8,13 +8,15 @@ A spec is written in YAML as a mapping, or on the command line as a string::
       - name: my_pkg.rewards:make_reward
         weight: 0.5
         kwargs: {threshold: 3}
+        timeout: 120                         # seconds a call may take (default: $TRL_LAB_REWARD_TIMEOUT, else 600)
 
     --rewards gsm8k gsm8k_format=0.2 '{name: length, weight: 0.3, kwargs: {target: 200}}'   # CLI
 
 The string form is ``NAME`` or ``NAME=WEIGHT``; a string starting with ``{`` is parsed as a YAML/JSON
 mapping. A config holds each spec as a :class:`RewardSpecDict` (a plain, JSON-ready mapping; TRL's argument parser
 builds one from each ``--rewards`` string). :func:`build_rewards` turns specs into TRL's ``reward_funcs`` and
-``reward_weights``. A malformed spec is a :class:`RewardSpecError` naming the config key.
+``reward_weights`` (with each plugin's ``timeout``, and one check that their weighted sum stays finite). A malformed
+spec is a :class:`RewardSpecError` naming the config key.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from typing import Any
 
 import yaml
 
-from trl_lab.rewards.registry import Reward, RewardPluginError, get_reward
+from trl_lab.rewards.registry import Reward, RewardPluginError, get_reward, parse_timeout
+from trl_lab.rewards.weighted_sum import WeightedSumCheck
 
-_SPEC_KEYS = {"name", "weight", "kwargs"}
+_SPEC_KEYS = {"name", "weight", "kwargs", "timeout"}
 
 
 class RewardSpecError(ValueError, argparse.ArgumentTypeError):
@@ -38,14 +41,19 @@ class RewardSpecError(ValueError, argparse.ArgumentTypeError):
 
 @dataclass(frozen=True)
 class RewardSpec:
-    """One reward plugin in a run: its registry name (or dotted path), weight and options."""
+    """One reward plugin in a run: its registry name (or dotted path), weight, options, and the seconds a call may
+    take (``timeout``: None for the global default, :func:`~trl_lab.rewards.registry.default_timeout`; 0 for none)."""
 
     name: str
     weight: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.timeout is None:
+            del out["timeout"]  # the global default: not written into the config
+        return out
 
 
 class RewardSpecDict(dict):
@@ -81,16 +89,16 @@ def parse_reward_spec(item: Any, *, key: str = "rewards") -> RewardSpec:
         )
     unknown = set(item) - _SPEC_KEYS
     if unknown:
-        raise RewardSpecError(f"{key}: reward spec {dict(item)!r} has unknown key(s) {sorted(unknown)}; allowed: name, weight, kwargs")
+        raise RewardSpecError(f"{key}: reward spec {dict(item)!r} has unknown key(s) {sorted(unknown)}; allowed: name, weight, kwargs, timeout")
     if "name" not in item:
         raise RewardSpecError(f"{key}: reward spec {dict(item)!r} has no 'name'")
     kwargs = item.get("kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise RewardSpecError(f"{key}: 'kwargs' of reward {item['name']!r} must be a mapping, got {kwargs!r}")
-    return _make(item["name"], item.get("weight", 1.0), dict(kwargs), key, item)
+    return _make(item["name"], item.get("weight", 1.0), dict(kwargs), key, item, item.get("timeout"))
 
 
-def _make(name: Any, weight: Any, kwargs: dict[str, Any], key: str, raw: Any) -> RewardSpec:
+def _make(name: Any, weight: Any, kwargs: dict[str, Any], key: str, raw: Any, timeout: Any = None) -> RewardSpec:
     if not isinstance(name, str) or not name:
         raise RewardSpecError(f"{key}: reward spec {raw!r} needs a non-empty string name")
     try:
@@ -99,7 +107,13 @@ def _make(name: Any, weight: Any, kwargs: dict[str, Any], key: str, raw: Any) ->
         raise RewardSpecError(f"{key}: weight of reward {name!r} must be a number, got {weight!r}") from None
     if not math.isfinite(w):
         raise RewardSpecError(f"{key}: weight of reward {name!r} must be finite, got {w}")
-    return RewardSpec(name, w, kwargs)
+    if timeout is not None:
+        try:
+            timeout = parse_timeout(timeout, f"{key}: timeout of reward {name!r}")
+        except ValueError as exc:
+            raise RewardSpecError(str(exc)) from None
+        timeout = 0.0 if timeout is None else timeout  # given as 0 / none: no timeout
+    return RewardSpec(name, w, kwargs, timeout)
 
 
 def parse_reward_specs(items: Iterable[Any] | None, *, key: str = "rewards") -> list[RewardSpec]:
@@ -124,7 +138,8 @@ def build_rewards(specs: Iterable[RewardSpec | Any], *, key: str = "rewards") ->
     """Resolve specs to TRL's ``reward_funcs`` and ``reward_weights``.
 
     Two plugins that would log under the same name (the same plugin with different options) get a
-    ``#2``, ``#3``… suffix so TRL's per-reward metrics stay apart.
+    ``#2``, ``#3``… suffix so TRL's per-reward metrics stay apart. Each reward gets its spec's ``timeout`` (else the
+    global default) and all share one :class:`~trl_lab.rewards.weighted_sum.WeightedSumCheck`.
     """
     funcs: list[Reward] = []
     weights: list[float] = []
@@ -139,8 +154,13 @@ def build_rewards(specs: Iterable[RewardSpec | Any], *, key: str = "rewards") ->
         if count > 1:
             reward.name = reward.__name__ = f"{reward.__name__}#{count}"
         reward.weight = spec.weight
+        if spec.timeout is not None:
+            reward.timeout = spec.timeout or None
         funcs.append(reward)
         weights.append(spec.weight)
     if not funcs:
         raise ValueError(f"{key}: no reward given; name at least one reward plugin")
+    weighted_sum = WeightedSumCheck([f.name for f in funcs], weights)
+    for reward in funcs:
+        reward.weighted_sum = weighted_sum
     return funcs, weights
