@@ -120,8 +120,16 @@ def pairs_file(tmp_path):
 
 
 def passing_report(source: str, failures=()) -> AuditReport:
+    """A report as audit_reward_model makes one (default thresholds, scores that give its numbers)."""
     return AuditReport(source=source, n_pairs=1, accuracy=1.0, mean_margin=1.0, accuracy_by_type={}, length_r2=0.0,
-                       length_r2_threshold=0.3, min_accuracy=0.5, probes=[], failures=list(failures))
+                       length_r2_threshold=0.3, min_accuracy=0.5, probes=[], failures=list(failures),
+                       chosen_scores=[1.0], rejected_scores=[0.0], min_margin=1.0)
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """The audit passes, with the default thresholds (a random tiny RM cannot pass them for real)."""
+    monkeypatch.setattr(rm_gate, "audit_reward_model", lambda scorer, pairs, **kw: passing_report(str(scorer.source)))
 
 
 def test_trainer_refuses_a_failing_rm_naming_plugin_and_checks_unless_overridden(tmp_path, tiny_model_dir, pairs_file,
@@ -145,11 +153,10 @@ def test_trainer_refuses_a_failing_rm_naming_plugin_and_checks_unless_overridden
     assert len(counted) == 1  # served from the cache
 
 
-def test_cached_passing_verdict_lets_training_start_without_audit_data(tmp_path, tiny_model_dir, monkeypatch):
+def test_cached_passing_verdict_lets_training_start_without_audit_data(tmp_path, tiny_model_dir, monkeypatch, passes):
     rm = save_tiny_classifier(tmp_path / "rm")
     # what the reward-model job leaves behind: an audit of the RM's weights, cached beside them
-    lenient = dict(min_margin=-100.0, length_r2_threshold=1.0, min_accuracy=0.0)
-    assert require_audit(rm, build_gsm8k_pairs(ROWS), **lenient).passed
+    assert require_audit(rm, build_gsm8k_pairs(ROWS)).passed
 
     def no_audit(*args, **kwargs):
         raise AssertionError("the cached verdict should have been used")
@@ -280,3 +287,56 @@ def test_audit_keys_parse_from_the_command_line(tmp_path):
     assert GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none").rm_audit_limit == 200
     with pytest.raises(ValueError, match="rm_audit_limit must be >= 1"):
         GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", rm_audit_limit=0)
+
+
+# --------------------------------------------------------------------------- only verdicts made with the thresholds in force
+def verdict_files(rm):
+    return sorted((rm / "rm_audit").glob("*.json"))
+
+
+def test_a_hand_written_passed_verdict_is_not_accepted(tmp_path):
+    """Any `"passed": true` file named after the RM's fingerprint used to let training start."""
+    rm = save_tiny_classifier(tmp_path / "rm")
+    (rm / "rm_audit").mkdir()
+    forged = {"source": str(rm), "n_pairs": 1, "accuracy": 0.1, "mean_margin": 1.0, "accuracy_by_type": {},
+              "length_r2": 0.0, "length_r2_threshold": 0.3, "min_accuracy": 0.5, "probes": [], "failures": [],
+              "passed": True}
+    (rm / "rm_audit" / f"{rm_fingerprint(rm)[:32]}-0123456789abcdef.json").write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match="no cached audit of its current weights made with the thresholds in force.*"
+                                         "does not record the RM's current fingerprint"):
+        gate_reward_models([("learned_rm", fake_scorer(str(rm)))])
+    # the right fingerprint and thresholds, numbers that do not give the verdict
+    forged.update(fingerprint=rm_fingerprint(rm), min_margin=1.0, chosen_scores=[1.0], rejected_scores=[0.0])
+    (rm / "rm_audit" / f"{rm_fingerprint(rm)[:32]}-0123456789abcdef.json").write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match=r"accuracy 0\.1 is not that of its own scores"):
+        gate_reward_models([("learned_rm", fake_scorer(str(rm)))])
+    failed = {**forged, "accuracy": 0.0, "chosen_scores": [0.0], "mean_margin": -0.0}  # consistent, but failing...
+    (rm / "rm_audit" / f"{rm_fingerprint(rm)[:32]}-0123456789abcdef.json").write_text(json.dumps(failed))
+    with pytest.raises(ValueError, match=r"failures \[\] are not the \['held_out_accuracy'\]"):  # ...marked passed
+        gate_reward_models([("learned_rm", fake_scorer(str(rm)))])
+
+
+def test_a_verdict_of_lenient_thresholds_is_not_accepted_by_the_gate(tmp_path, counted):
+    rm = save_tiny_classifier(tmp_path / "rm")
+    lenient = dict(min_margin=-100.0, length_r2_threshold=1.0, min_accuracy=0.0)
+    assert require_audit(rm, build_gsm8k_pairs(ROWS), **lenient).passed  # a real audit, cached, of other thresholds
+    assert require_audit(rm, build_gsm8k_pairs(ROWS), **lenient).passed and len(counted) == 1  # reused for those
+    with pytest.raises(ValueError, match=r"made with \{'length_r2_threshold': 1\.0, 'min_margin': -100\.0\}|"
+                                         r"made with \{'min_accuracy': 0\.0"):
+        gate_reward_models([("learned_rm", fake_scorer(str(rm)))])
+
+
+def test_a_tampered_cached_verdict_is_audited_again(tmp_path, counted):
+    rm = save_tiny_classifier(tmp_path / "rm")
+    pairs = build_gsm8k_pairs(ROWS)
+    with pytest.raises(RewardModelAuditError):
+        require_audit(rm, pairs, probes=gsm8k_probe_items(pairs))
+    (file,) = verdict_files(rm)
+    verdict = json.loads(file.read_text())
+    assert verdict["fingerprint"] == rm_fingerprint(rm) and verdict["min_margin"] == 1.0
+    file.write_text(json.dumps({**verdict, "failures": [], "probes": [{**p, "passed": True} for p in verdict["probes"]]}))
+    with pytest.warns(UserWarning, match="ignoring the cached verdict.*auditing again"):
+        with pytest.raises(RewardModelAuditError, match="probe:correct_vs_empty"):
+            require_audit(rm, pairs, probes=gsm8k_probe_items(pairs))
+    assert len(counted) == 2
+    assert json.loads(file.read_text())["failures"] == verdict["failures"]  # the honest verdict is back

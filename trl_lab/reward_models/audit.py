@@ -24,6 +24,7 @@ of chosen and rejected scores). ``trl-lab audit-rm PATH --data FILE --out DIR`` 
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections import defaultdict
@@ -34,10 +35,13 @@ from typing import Any
 
 from trl_lab.completions import completion_text
 
-__all__ = ["AuditReport", "Probe", "ProbeResult", "as_probes", "audit_reward_model", "length_r2", "load_probes",
+__all__ = ["DEFAULT_THRESHOLDS", "AuditReport", "Probe", "ProbeResult", "as_probes", "audit_reward_model", "length_r2", "load_probes",
            "load_scorer"]
 
 Scorer = Callable[..., Sequence[float]]
+
+#: The thresholds of :func:`audit_reward_model` when none are given: what "passed" means by default.
+DEFAULT_THRESHOLDS: dict[str, float] = {"min_margin": 1.0, "length_r2_threshold": 0.3, "min_accuracy": 0.5}
 
 
 @dataclass
@@ -61,7 +65,12 @@ class ProbeResult:
 
 @dataclass
 class AuditReport:
-    """What :func:`audit_reward_model` found; ``passed`` when ``failures`` is empty."""
+    """What :func:`audit_reward_model` found; ``passed`` when ``failures`` is empty.
+
+    ``min_margin`` is the probes' default limit the audit ran with; ``fingerprint`` the RM files' SHA-256 when the
+    gate cached it (:mod:`trl_lab.reward_models.gate`). :meth:`inconsistency` says whether the verdict follows from
+    the report's own numbers.
+    """
 
     source: str
     n_pairs: int
@@ -75,10 +84,34 @@ class AuditReport:
     failures: list[str]
     chosen_scores: list[float] = field(repr=False, default_factory=list)
     rejected_scores: list[float] = field(repr=False, default_factory=list)
+    min_margin: float | None = None
+    fingerprint: str | None = None
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    def inconsistency(self) -> str | None:
+        """Why this report's verdict does not follow from its own scores and thresholds; None when it does.
+
+        Recomputes pair accuracy and mean margin from the stored scores, each probe's pass from its worst margin and
+        limit, and the failures from all of them (length R² cannot be recomputed: the lengths are not stored).
+        """
+        n = self.n_pairs
+        if n < 1 or len(self.chosen_scores) != n or len(self.rejected_scores) != n:
+            return f"it holds {len(self.chosen_scores)}/{len(self.rejected_scores)} scores for {n} pairs"
+        pairs = list(zip(self.chosen_scores, self.rejected_scores))
+        if sum(c > r for c, r in pairs) / n != self.accuracy:
+            return f"its accuracy {self.accuracy} is not that of its own scores"
+        if not math.isclose(statistics.fmean(c - r for c, r in pairs), self.mean_margin, rel_tol=1e-9, abs_tol=1e-12):
+            return f"its mean margin {self.mean_margin} is not that of its own scores"
+        bad = [p.name for p in self.probes if p.passed != (p.worst_margin >= p.min_margin)]
+        if bad:
+            return f"probe(s) {bad} are marked passed/failed against their own worst margin and limit"
+        expected = _failures(self.accuracy, self.min_accuracy, self.length_r2, self.length_r2_threshold, self.probes)
+        if sorted(expected) != sorted(self.failures):
+            return f"its failures {self.failures} are not the {expected} its numbers give"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -86,8 +119,9 @@ class AuditReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditReport:
         """The report :meth:`to_dict` wrote (``passed`` is derived, so it is not read back)."""
-        fields = {k: v for k, v in data.items() if k != "passed"}
-        fields["probes"] = [ProbeResult(**p) for p in fields["probes"]]
+        known = {f for f in cls.__dataclass_fields__}
+        fields = {k: v for k, v in data.items() if k in known}
+        fields["probes"] = [ProbeResult(**p) for p in fields.get("probes", [])]
         return cls(**fields)
 
     def to_text(self) -> str:
@@ -223,10 +257,18 @@ def _run_probe(scorer: Scorer, probe: Probe, min_margin: float) -> ProbeResult:
 
 
 # --------------------------------------------------------------------------- audit
+def _failures(accuracy: float, min_accuracy: float, r2: float, r2_threshold: float,
+              probes: Sequence[ProbeResult]) -> list[str]:
+    return (["held_out_accuracy"] if accuracy < min_accuracy else []) \
+        + (["length_bias"] if r2 > r2_threshold else []) \
+        + [f"probe:{r.name}" for r in probes if not r.passed]
+
+
 def audit_reward_model(scorer_or_path: Any, eval_pairs: Sequence[Mapping[str, Any]], *,
                        probes: Sequence[Probe] | Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-                       min_margin: float = 1.0, length_r2_threshold: float = 0.3,
-                       min_accuracy: float = 0.5) -> AuditReport:
+                       min_margin: float = DEFAULT_THRESHOLDS["min_margin"],
+                       length_r2_threshold: float = DEFAULT_THRESHOLDS["length_r2_threshold"],
+                       min_accuracy: float = DEFAULT_THRESHOLDS["min_accuracy"]) -> AuditReport:
     """Audit a reward model on held-out pairs and a probe battery; see the module docstring.
 
     ``probes``: :class:`Probe` objects, or ``{name: items}`` as :func:`trl_lab.data.gsm8k_pairs.gsm8k_probe_items`
@@ -246,11 +288,10 @@ def audit_reward_model(scorer_or_path: Any, eval_pairs: Sequence[Mapping[str, An
     r2 = length_r2(lengths, chosen + rejected)
     results = [_run_probe(scorer, probe, min_margin) for probe in as_probes(probes)]
     accuracy = sum(wins) / len(wins)
-    failures = (["held_out_accuracy"] if accuracy < min_accuracy else []) \
-        + (["length_bias"] if r2 > length_r2_threshold else []) \
-        + [f"probe:{r.name}" for r in results if not r.passed]
+    failures = _failures(accuracy, min_accuracy, r2, length_r2_threshold, results)
     return AuditReport(source=source, n_pairs=len(eval_pairs), accuracy=accuracy,
                        mean_margin=statistics.fmean(c - r for c, r in zip(chosen, rejected)),
                        accuracy_by_type={k: sum(v) / len(v) for k, v in sorted(by_type.items())},
                        length_r2=r2, length_r2_threshold=length_r2_threshold, min_accuracy=min_accuracy,
-                       probes=results, failures=failures, chosen_scores=chosen, rejected_scores=rejected)
+                       probes=results, failures=failures, chosen_scores=chosen, rejected_scores=rejected,
+                       min_margin=min_margin)

@@ -16,6 +16,16 @@ normalisation and clipping come after), so nothing is loaded twice and no option
   one). No such verdict (or a hub id) is a ``ValueError`` naming the plugin and the keys ``rm_audit_data`` and
   ``rm_audit_override``.
 
+A cached verdict is used only when it was made with the thresholds in force (``min_accuracy``,
+``length_r2_threshold``, ``min_margin``, each probe's limit; the gate's are
+:data:`~trl_lab.reward_models.audit.DEFAULT_THRESHOLDS`), records the RM's current fingerprint, and its verdict follows
+from its own numbers (:meth:`~trl_lab.reward_models.audit.AuditReport.inconsistency`: accuracy and margins recomputed
+from the stored scores, failures from those and the thresholds). Anything else -- a hand-written ``"passed": true``,
+a verdict of lenient thresholds, another RM's -- is ignored: with a suite the RM is audited afresh (with a warning
+saying why), without one it counts as unaudited. This is an **integrity cache, not a security boundary**: it
+stops stale, mismatched and inconsistent verdicts, but whoever can write ``<RM>/rm_audit/`` can forge a consistent
+one (or replace the weights); protect the folder as you protect the weights.
+
 A failing verdict raises :class:`RewardModelAuditError` naming the plugin, the RM and the failed checks;
 ``override`` turns every refusal (failing, or unaudited) into a warning. :func:`require_audit` is the same cached
 audit for one RM outside RL (the reward-model job uses it). Under ``accelerate launch`` the trainers let the local
@@ -32,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trl_lab.reward_models.audit import AuditReport, Probe, as_probes, audit_reward_model
+from trl_lab.reward_models.audit import DEFAULT_THRESHOLDS, AuditReport, Probe, as_probes, audit_reward_model
 
 __all__ = ["AuditSuite", "AuditSuiteReader", "RewardModelAuditError", "cached_audit", "gate_reward_models", "read_pairs_suite",
            "require_audit", "rm_fingerprint"]
@@ -93,18 +103,59 @@ def _audit_cached(path: str | os.PathLike, scorer: Any, pairs: Sequence[Mapping[
                   audit_kwargs: Mapping[str, Any]) -> tuple[AuditReport, Path]:
     """The (possibly cached) audit of the RM directory ``path`` scored by the loaded ``scorer``, and its folder."""
     settings = getattr(scorer, "settings", None) or {}
-    key = f"{rm_fingerprint(path)[:32]}-{_settings_hash(pairs, probes, settings, audit_kwargs)}"
+    fingerprint = rm_fingerprint(path)
+    key = f"{fingerprint[:32]}-{_settings_hash(pairs, probes, settings, audit_kwargs)}"
     cache = Path(cache_dir) if cache_dir is not None else Path(path) / "rm_audit"
     cached = cache / f"{key}.json"
     if cached.is_file():
-        return AuditReport.from_dict(json.loads(cached.read_text())), cache / key
+        report, problem = _read_verdict(cached, fingerprint, _thresholds(audit_kwargs), probes)
+        if problem is None:
+            return report, cache / key
+        warnings.warn(f"rm_gate: ignoring the cached verdict {str(cached)!r}: {problem}; auditing again", stacklevel=3)
     report = audit_reward_model(scorer, pairs, probes=probes, **audit_kwargs)
+    report.fingerprint = fingerprint
     report.write(cache / key)
     # Written whole or not at all: another process may be reading the cache.
     partial = cache / f".{key}.{os.getpid()}.tmp"
     partial.write_text(json.dumps(report.to_dict()))
     os.replace(partial, cached)
     return report, cache / key
+
+
+def _thresholds(audit_kwargs: Mapping[str, Any]) -> dict[str, float]:
+    """The thresholds in force: :data:`DEFAULT_THRESHOLDS` with the given ones."""
+    return {k: float(audit_kwargs.get(k, v)) for k, v in DEFAULT_THRESHOLDS.items()}
+
+
+def _read_verdict(file: Path, fingerprint: str, thresholds: Mapping[str, float],
+                  probes: Sequence[Probe] | None) -> tuple[AuditReport | None, str | None]:
+    """The cached verdict in ``file`` and None, or None and why it may not be used (see the module doc).
+
+    ``probes``: the probes in force (each limit checked), or None when unknown (then no probe may have been held to a
+    limit below ``min_margin``)."""
+    try:
+        report = AuditReport.from_dict(json.loads(file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return None, f"it is not a readable audit report ({type(exc).__name__}: {exc})"
+    if report.fingerprint != fingerprint:
+        return None, "it does not record the RM's current fingerprint"
+    made_with = {"min_accuracy": report.min_accuracy, "length_r2_threshold": report.length_r2_threshold,
+                 "min_margin": report.min_margin}
+    other = {k: v for k, v in made_with.items() if v is None or float(v) != thresholds[k]}
+    if other:
+        return None, (f"it was made with {other}, not the thresholds in force "
+                      f"{ {k: thresholds[k] for k in other} }")
+    if probes is not None:
+        wanted = {p.name: float(thresholds["min_margin"] if p.min_margin is None else p.min_margin) for p in probes}
+        made = {r.name: float(r.min_margin) for r in report.probes}
+        if made != wanted:
+            return None, f"its probes and limits {made} are not the ones in force {wanted}"
+    else:
+        lenient = [r.name for r in report.probes if r.min_margin < thresholds["min_margin"]]
+        if lenient:
+            return None, f"probe(s) {lenient} were held to a limit below min_margin {thresholds['min_margin']:g}"
+    problem = report.inconsistency()
+    return (None, problem) if problem is not None else (report, None)
 
 
 def _enforce(report: AuditReport, what: str, *, where: Path | None, override: bool, hint: str) -> None:
@@ -139,17 +190,31 @@ def require_audit(path: str | os.PathLike, eval_pairs: Sequence[Mapping[str, Any
     return report
 
 
-def cached_audit(path: str | os.PathLike,
-                 cache_dir: str | os.PathLike | None = None) -> tuple[AuditReport, Path] | None:
-    """The most recent cached audit of the RM directory ``path`` *as it is now* (any settings), and its folder.
+def cached_audit(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                 thresholds: Mapping[str, float] | None = None) -> tuple[AuditReport, Path] | None:
+    """The most recent usable cached audit of the RM directory ``path`` *as it is now* (any pairs, probes and
+    scorer settings), and its folder.
 
-    None when no verdict in ``cache_dir`` (default ``<path>/rm_audit``) matches the RM's current fingerprint.
+    Usable: made with ``thresholds`` (default :data:`DEFAULT_THRESHOLDS`), recording the RM's current fingerprint,
+    and consistent (see the module doc). None when no verdict in ``cache_dir`` (default ``<path>/rm_audit``) is.
     """
+    return _find_cached_audit(path, cache_dir, thresholds)[0]
+
+
+def _find_cached_audit(path: str | os.PathLike, cache_dir: str | os.PathLike | None,
+                       thresholds: Mapping[str, float] | None) -> tuple[tuple[AuditReport, Path] | None, dict[str, str]]:
+    """:func:`cached_audit`, and why each verdict of the RM's fingerprint that was not used was not (by file name)."""
     cache = Path(cache_dir) if cache_dir is not None else Path(path) / "rm_audit"
-    verdicts = sorted(cache.glob(f"{rm_fingerprint(path)[:32]}-*.json"), key=lambda f: (f.stat().st_mtime, f.name))
-    if not verdicts:
-        return None
-    return AuditReport.from_dict(json.loads(verdicts[-1].read_text())), verdicts[-1].with_suffix("")
+    fingerprint = rm_fingerprint(path)
+    in_force = _thresholds(thresholds or {})
+    verdicts = sorted(cache.glob(f"{fingerprint[:32]}-*.json"), key=lambda f: (f.stat().st_mtime, f.name))
+    rejected: dict[str, str] = {}
+    for file in reversed(verdicts):
+        report, problem = _read_verdict(file, fingerprint, in_force, None)
+        if report is not None:
+            return (report, file.with_suffix("")), rejected
+        rejected[file.name] = problem or "?"
+    return None, rejected
 
 
 def read_pairs_suite(path: str, limit: int | None = 200) -> AuditSuite:
@@ -192,11 +257,12 @@ def gate_reward_models(reward_models: Sequence[tuple[str, Any]], *, suite: Audit
         elif pairs is not None:  # a hub id: nothing to fingerprint, so nothing to cache
             report, where = audit_reward_model(scorer, pairs, probes=probes), None
         else:
-            found = cached_audit(source) if local else None
+            found, rejected = _find_cached_audit(source, None, None) if local else (None, {})
             if found is None:
-                reason = ("has no cached audit of its current weights in "
-                          f"{str(Path(source) / 'rm_audit')!r}" if local else
-                          "is not a local directory, so it has no cached audit")
+                ignored = "; ".join(f"{name}: {why}" for name, why in rejected.items())
+                reason = ("has no cached audit of its current weights made with the thresholds in force in "
+                          f"{str(Path(source) / 'rm_audit')!r}" + (f" (ignored {ignored})" if ignored else "")
+                          if local else "is not a local directory, so it has no cached audit")
                 message = (f"{what} {reason}. Set `rm_audit_data` (a JSONL of preference pairs, or a GSM8K JSONL) "
                            f"to audit it before training, or `rm_audit_override: true` to train on it unaudited")
                 if not override:
