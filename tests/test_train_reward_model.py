@@ -102,3 +102,18 @@ def test_policy_samples_join_the_split_of_their_question(tmp_path, shared_gsm8k)
     assert len(policy["train"]) + len(policy["eval"]) == 60
     assert stats["train"]["by_type"]["policy_sample"] == len(policy["train"]) > 0
     assert all(pair_split_of(p["question"], 0.2) == s for s in policy for p in policy[s])
+
+
+def test_rm_pairs_on_the_rl_heldout_split_are_refused_unless_allowed(shared_gsm8k):
+    script_args = rm_job.RMScriptArguments(dataset_source="local", dataset_path=str(shared_gsm8k), train_pairs=50,
+                                           eval_pairs=10, dataset_train_split="test")
+    pairs, _ = rm_job.build_pairs(script_args, seed=0)
+    n = len({p["question"] for p in pairs["train"]})
+    with pytest.raises(ValueError, match=rf"{n} of the 1319 held-out questions \(dataset_test_split 'test', which the "
+                                         r"RL jobs hold out\) are also in the RM's training pairs \(dataset_train_split "
+                                         r"'test'\).*--allow_heldout_overlap true"):
+        rm_job.check_rl_heldout_leakage(script_args, pairs["train"])
+    script_args.allow_heldout_overlap = True
+    rm_job.check_rl_heldout_leakage(script_args, pairs["train"])
+    script_args = rm_job.RMScriptArguments(dataset_source="local", dataset_path=str(shared_gsm8k), train_pairs=50)
+    rm_job.check_rl_heldout_leakage(script_args, rm_job.build_pairs(script_args, seed=0)[0]["train"])  # disjoint

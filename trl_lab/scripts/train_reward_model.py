@@ -15,7 +15,9 @@ Steps:
 1. GSM8K worked solutions (``openai/gsm8k`` from the hub, or ``--dataset_source local --dataset_path DIR``) become
    preference pairs (:mod:`trl_lab.data.gsm8k_pairs`): a correct solution against a plausible wrong one, split
    by a hash of the question so no question is in both splits. Split sizes and chosen-vs-rejected length
-   statistics are printed and saved.
+   statistics are printed and saved. Pairs on questions of ``--dataset_test_split`` (the RL jobs' held-out split)
+   are refused unless ``--allow_heldout_overlap``; the saved RM records its training questions' fingerprints in
+   ``OUTPUT_DIR/rm_train_questions.json``, which the RL job checks its held-out set against.
 2. :class:`trl_lab.reward_models.training.RewardTrainer` trains the RM (LoRA with ``lora_task_type: SEQ_CLS`` trains the
    adapter and the score head) and saves it, with its tokenizer, to ``output_dir``; the ``learned_rm`` reward
    plugin loads that directory as it is (``{name: learned_rm, kwargs: {path: OUTPUT_DIR}}``).
@@ -40,14 +42,15 @@ from typing import Any
 import trl
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from trl_lab.data.gsm8k import gsm8k_solution_rows
+from trl_lab.data.gsm8k import GSM8KUnavailableError, gsm8k_solution_rows
 from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, checker_labelled_pairs, gsm8k_pair_splits, gsm8k_probe_items,
                                       length_stats, pair_split_of)
+from trl_lab.data.leakage import overlapping_questions, refuse_heldout_overlap, write_trained_questions
 from trl_lab.reward_models.gate import RewardModelAuditError, require_audit
 from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers
 from trl_lab.scripts.utils import apply_model_config, parse_job_args
 
-__all__ = ["RMScriptArguments", "build_pairs", "main", "parse_args", "parse_mix"]
+__all__ = ["RMScriptArguments", "build_pairs", "check_rl_heldout_leakage", "main", "parse_args", "parse_mix"]
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -81,6 +84,11 @@ class RMScriptArguments(trl.ScriptArguments):
         default=None,
         metadata={"help": "With --use_peft: put LoRA on the last N decoder layers only, so the backward pass stops "
                           "there (about 2x faster steps for SmolLM2 with N=8). None: every layer."},
+    )
+    allow_heldout_overlap: bool = field(
+        default=False,
+        metadata={"help": "Train even on questions of dataset_test_split (the RL jobs' held-out split); refused by "
+                          "default, since the RM would carry those answers into RL."},
     )
     audit: bool = field(default=True, metadata={"help": "Audit the saved RM on the held-out pairs."})
     audit_min_margin: float = field(default=1.0, metadata={"help": "Minimum margin every probe item must reach."})
@@ -139,11 +147,31 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
     return sampled, stats
 
 
+def check_rl_heldout_leakage(script_args: RMScriptArguments, train_pairs: list[dict[str, Any]]) -> None:
+    """Refuse (unless ``allow_heldout_overlap``) training pairs on questions of ``dataset_test_split``, the split the RL
+    jobs hold out: an RM trained on them would teach the policy the held-out answers. A source without that split
+    is said, not skipped silently."""
+    split = script_args.dataset_test_split
+    try:
+        heldout = gsm8k_solution_rows(script_args.dataset_source, split, path=script_args.dataset_path,
+                                      hub_id=script_args.dataset_name, hub_config=script_args.dataset_config)
+    except (FileNotFoundError, GSM8KUnavailableError) as exc:
+        print(f"[rm] WARNING: the RL held-out split {split!r} could not be read ({exc}); the RM's training questions "
+              "are not checked against it", file=sys.stderr)
+        return
+    refuse_heldout_overlap(
+        overlapping_questions([p["question"] for p in train_pairs], [r["question"] for r in heldout]), len(heldout),
+        train=f"the RM's training pairs (dataset_train_split {script_args.dataset_train_split!r})",
+        heldout=f"dataset_test_split {split!r}, which the RL jobs hold out", allow=script_args.allow_heldout_overlap,
+        fix="Train the RM on another split than the one RL holds out (--dataset_train_split)")
+
+
 def main(argv: list[str] | None = None, *, default_config: str | os.PathLike | None = None) -> dict[str, Any]:
     """Build pairs, train, save, audit; returns the summary (also written to ``<output_dir>/rm_summary.json``)."""
     script_args, args, model_args = parse_args(argv, default_config=default_config)
     apply_model_config(model_args, args)  # 4-bit probed before the pairs are built, loading options for TRL
     pairs, stats = build_pairs(script_args, args.seed)
+    check_rl_heldout_leakage(script_args, pairs["train"])
     print(f"[rm] pairs: train {stats['train']['pairs']} / eval {stats['eval']['pairs']} (built "
           f"{stats['pairs_built']['train']} / {stats['pairs_built']['eval']} from {stats['rows']} rows); chosen "
           f"longer in {stats['train']['frac_chosen_longer']:.0%} of train pairs (chosen "
@@ -170,6 +198,8 @@ def main(argv: list[str] | None = None, *, default_config: str | os.PathLike | N
     trainer.train()
     train_seconds = time.perf_counter() - start
     trainer.save_model(args.output_dir)
+    if trainer.accelerator.is_main_process:  # what an RL job checks its held-out set against
+        write_trained_questions(args.output_dir, [p["question"] for p in pairs["train"]])
     summary: dict[str, Any] = {"output_dir": args.output_dir, "model": model_args.model_name_or_path,
                                "steps": trainer.state.global_step, "train_seconds": round(train_seconds, 1),
                                "data": stats}
