@@ -10,6 +10,11 @@ config class (``GRPOConfig`` or ``PPOConfig``), TRL's ``ModelConfig`` and :class
 ``--dataset_test_split`` the training and held-out splits). LoRA and 4-bit go through TRL's ``get_peft_config`` and
 ``get_quantization_config``; 4-bit support is probed before anything loads. GSM8K is this job's task: it passes the
 GSM8K held-out set to the held-out callback and the GSM8K audit suite to the trainer's reward-model gate.
+
+Before the model loads the job refuses an ``output_dir`` holding a previous run (unless resuming or
+``--overwrite_output_dir``), held-out questions that are training questions or a ``learned_rm``'s
+(``--allow_heldout_overlap``), and prompts over ``--max_prompt_tokens`` (``--long_prompts drop``). A SIGTERM saves a
+checkpoint at the next step end and the job ends as usual (:class:`~trl_lab.callbacks.preemption.PreemptionCallback`).
 """
 
 from __future__ import annotations
