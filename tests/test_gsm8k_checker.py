@@ -41,6 +41,11 @@ LABELLED = Path(__file__).parent / "data" / "gsm8k_labelled.jsonl"
         ("The answer is 18 dollars per day, since 9 * 2 = 18.", "18"),
         ("The answer is 18, not 20.", "18"),
         ("<answer>18</answer> 20 30", "18"),
+        # commentary with other numbers after the declared answer offers no other answer (issue 14)
+        ("The answer is 18 because 9 * 2 = 18.", "18"),
+        ("Answer: 18 (since 6 * 3 = 18)", "18"),
+        ("The answer is 18 dollars for 3 kids.", "18"),
+        ("#### 18 because 2 * 9 = 18", "18"),
         # same answer twice is fine, in any format
         ("The answer is 18.\n#### 18", "18"),
         ("The answer is $18.00.\n#### 18", "18"),
@@ -113,6 +118,13 @@ def test_extract_answer(text: str, expected: str) -> None:
         "The answer is 18 and 20.",
         "#### 18 and 20",
         "The answer is 18 - 20 dollars.",
+        "The answer is 18-20.",
+        "The answer is either 18 or 20 because 9 * 2 = 18.",
+        "Answer: 18 (or 20 if she keeps one egg)",
+        "The answer is 18 (20).",
+        "The answer is 18 to 20 dollars.",
+        "The answer is 18 dollars, or maybe 20 dollars.",
+        "The answer is 18 but it might be 20.",
         "#### 18, 20",
         "#### 18 (or 20)",
         "The answer is 18. Or maybe 20.",
@@ -360,3 +372,30 @@ def test_other_scripts_digits_are_read_as_ascii_and_both_rewards_agree(digits):
     assert extract_answer(completion) == "18"
     assert gsm8k_correctness([completion], answer=["18"]) == [1.0] == gsm8k_format([completion])
     assert gsm8k_correctness([f"#### {digits}"], answer=["19"]) == [0.0]
+
+
+# --------------------------------------------------------------------------- #
+# Decisions (issue 14): negated declarations, a sign set apart after a marker
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is not 18.", None),  # says what the answer is not: no answer (the fallback read 18)
+        ("The answer isn't 18.", None),
+        ("The answer is never 18!", None),
+        ("The answer is not 18, it is 20.", "20"),  # the negated clause is skipped, the rest still counts
+        ("The answer is not 20. She sells 9 eggs for 9 * 2 = 18 dollars.", "18"),
+        ("The answer is not 20.\n#### 18", "18"),  # a positive declaration wins
+        ("#### - 5", "-5"),  # a sign set apart right after a marker is a sign (it read 5)
+        ("The answer is - 5 degrees.", "-5"),
+        ("#### + 5", "5"),
+        ("10 - 5", "5"),  # without a marker, subtraction as before
+    ],
+)
+def test_negated_declarations_and_spaced_signs(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+def test_a_spaced_sign_is_read_but_not_well_formed() -> None:
+    assert check_answer("#### - 5", "-5") and not check_answer("#### - 5", "5")
+    assert gsm8k_format(["#### - 5", "#### -5"]) == [0.0, 1.0]

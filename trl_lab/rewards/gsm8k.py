@@ -12,12 +12,25 @@ strict and cheap:
   "answer is", "Answer:") only counts when a number follows the marker with
   nothing but punctuation / markup / LaTeX commands in between, so markdown
   headings such as ``#### Step 1: ...`` are not declarations.
-* A declaration whose clause (up to the end of its sentence, continued over
-  "or / maybe / but ..." continuations) holds two different numbers is a hedge
-  ("18 or 20", "18/20?", "either 18 or 20", "18 and 20", "18-20") and makes the
-  whole completion incorrect.  So do two declarations of different values, and
-  a ``\\boxed{}`` / ``<answer>`` declaration holding no number at all.
-  The same value declared several times is fine.
+* The declared number is the first one after the marker.  Other numbers in its
+  clause (up to the end of its sentence, continued over "or / maybe / but ..."
+  continuations) make it a hedge -- and the whole completion incorrect -- when
+  they offer an alternative answer: joined to it directly ("18 or 20", "18-20",
+  "18/20?", "18 and 20", "18, 20", "18 to 20", "18 (20)"), the declaration
+  starts an expression ("16 - 3 - 4 = 9, ..."), or the clause holds a hedging
+  word ("either 18 or 20", "18 dollars, or maybe 20", "18 but it might be 20").
+  Commentary that offers no other answer is not a hedge: "The answer is 18
+  because 9 * 2 = 18.", "Answer: 18 (since 6 * 3 = 18)", "The answer is 18
+  dollars for 3 kids." declare 18.  Two declarations of different values are
+  refused, and so is a ``\\boxed{}`` / ``<answer>`` declaration holding no number
+  at all.  The same value declared several times is fine.
+* A negated declaration ("the answer is not 18", "the answer isn't 18") declares
+  nothing, and its numbers are no answer either: the fallback below skips its
+  clause, so "The answer is not 18." has no answer (not 18), and "The answer is
+  not 18, it is 20." reads 20.
+* A sign set apart from its digits right after a marker is a sign: "#### - 5"
+  declares -5 (nothing precedes it to subtract from); ``gsm8k_format`` still
+  pays nothing for it, as it is not a well-formed ``#### -5`` line.
 * Without any declaration, the last number in the text counts (unless the last
   two numbers are joined as a hedge, e.g. "... 18 or 20").
 * Numbers are normalised: ``$``, thousands commas, ``%``, trailing zeros
@@ -109,7 +122,8 @@ _MARKER = re.compile(
     r"[#Aa](?:(?<=#)###"  # starts with a character class: fast scanning
     r"|(?<![\w][Aa])(?<=[Aa])(?i:nswers?+)"
     r"(?:[ \t]*+\**+[ \t]*+[:=\uff1a]"
-    r"|[ \t]++(?i:is|are|was|would[ \t]++be|will[ \t]++be|should[ \t]++be)\b(?:[ \t]*+\**+[ \t]*+:)?+))"
+    r"|[ \t]++(?i:is|are|was|would[ \t]++be|will[ \t]++be|should[ \t]++be)(?i:n['\u2019]t)?+\b"
+    r"(?:[ \t]*+\**+[ \t]*+:)?+))"
 )
 
 # What may sit between a line marker and its number: punctuation, markup,
@@ -124,6 +138,21 @@ _LEAD_WORDS = re.compile(
     r"equal[ \t]++to|given[ \t]++by)\b(?:\\[A-Za-z]++|[^\w\n.+-])*+)*+",
     re.IGNORECASE,
 )
+
+# After a declared number: text that joins another number to it as an alternative or an expression ("18 or 20",
+# "18-20", "18/20", "18, 20", "18 to 20", "18 (20)", "16 - 3 = 13").
+_ALTERNATIVE_NEXT = re.compile(
+    r"[ \t*_%]*+(?:[-/,:=+*^~<>&\u00b1\u00d7\u00f7]|\\(?:pm|times|cdot|div)\b"
+    r"|(?i:and|to|or|nor|x|vs|versus|through)\b|[(\[][ \t*_]*+[-+]?+[.\d])"
+)
+# Words anywhere in a declaration's clause that offer another answer ("either 18 or 20", "18, or maybe 20").
+_HEDGE_WORD = re.compile(
+    r"\b(?i:or|either|maybe|perhaps|possibly|probably|alternatively|otherwise|unless|but|might|could|nor|else)\b"
+)
+# A declaration that says what the answer is *not*.
+_NEGATION = re.compile(r"(?i:not|never)\b")
+# A sign set apart from its number ("#### - 5").
+_SPACED_SIGN = re.compile(r"([-+])[ \t]++(?=[.\d])")
 
 # A clause that is just one plain number (fast path of _line_declaration).
 _SIMPLE_CLAUSE = re.compile(r"[ \t*]*+([-+]?+\d++(?:\.\d++)?+)[ \t*]*+[.!]?+[ \t*]*+")
@@ -202,19 +231,41 @@ def _value_of_block(content: str) -> object:
     return values.pop() if len(values) == 1 else _AMBIGUOUS
 
 
-def _line_declaration(clause: str) -> object | None:
-    """Value declared by the text after a line marker; None if no number follows the marker."""
-    simple = _SIMPLE_CLAUSE.fullmatch(clause)
+class _Negated:
+    """What a negated declaration gives: no value, and ``length`` characters of its clause to hide from the
+    fallback."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+
+def _line_declaration(clause: str, negated: bool = False) -> object | None:
+    """Value declared by the text after a line marker; None if no number follows the marker; :class:`_Negated` for
+    "the answer is not 18" (``negated``: the marker itself was negative, "answer isn't")."""
+    simple = None if negated else _SIMPLE_CLAUSE.fullmatch(clause)
     if simple is not None:  # fast path for the common "#### 18" / "answer is 18."
         return _canonical_number(simple.group(1))
     pos = _FILLER.match(clause).end()  # type: ignore[union-attr]  # always matches
+    if negated or _NEGATION.match(clause, pos):
+        end = _CLAUSE_END.search(clause, pos)
+        return _Negated(len(clause) if end is None else end.start())
     pos = _LEAD_WORDS.match(clause, pos).end()  # type: ignore[union-attr]
-    first = _NUM.match(clause, pos)
+    sign = _SPACED_SIGN.match(clause, pos)
+    first = _NUM.match(clause, pos if sign is None else sign.end())
     if first is None:
         return None  # e.g. a markdown heading "#### Step 1", or "the answer is simple"
+    value = _canonical_number(first.group())
+    if sign is not None and sign.group(1) == "-" and first.group()[0] not in "+-" and value != "0":
+        value = "-" + value
     end = _CLAUSE_END.search(clause, first.end())
-    values = _distinct_values(clause if end is None else clause[: end.start()])
-    return values.pop() if len(values) == 1 else _AMBIGUOUS
+    stop = len(clause) if end is None else end.start()
+    if not _distinct_values(clause[first.end() : stop]) - {value}:
+        return value
+    if _ALTERNATIVE_NEXT.match(clause, first.end()) or _HEDGE_WORD.search(clause, first.end(), stop):
+        return _AMBIGUOUS  # another number offered as an alternative
+    return value  # the other numbers are commentary ("18 because 9 * 2 = 18")
 
 
 def _block_declarations(text: str) -> tuple[list[object], str]:
@@ -275,15 +326,22 @@ def extract_answer(text: str) -> str | None:
         marks = []
     if len(marks) > MAX_MARKERS:
         return None
-    seen: dict[str, object | None] = {}  # repeated identical clauses are parsed once
+    seen: dict[tuple[str, bool], object | None] = {}  # repeated identical clauses are parsed once
+    hidden: list[tuple[int, int]] = []  # the clauses of negated declarations
     for i, m in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(rest)
         newline = rest.find("\n", m.end(), end)
         clause = rest[m.end() : end if newline < 0 else newline]
-        value = seen[clause] if clause in seen else seen.setdefault(clause, _line_declaration(clause))
-        if value is not None:
+        key = (clause, m.group()[-1] in "tT")  # "answer isn't"
+        value = seen[key] if key in seen else seen.setdefault(key, _line_declaration(*key))
+        if isinstance(value, _Negated):
+            hidden.append((m.start(), m.end() + value.length))
+        elif value is not None:
             decls.append(value)
     if not decls:
+        if hidden:  # no declared answer; the numbers a negation rules out are none either
+            starts, ends = [0, *(e for _, e in hidden)], [*(s for s, _ in hidden), len(rest)]
+            text = " ".join(rest[a:b] for a, b in zip(starts, ends))
         return _fallback(text)
     values = set(decls)
     if _AMBIGUOUS in values or len(values) != 1:
