@@ -63,6 +63,12 @@ def test_trains_saves_audits_and_the_gate_reads_the_cached_verdict(tmp_path, tin
     assert saved["audit"]["failures"] and set(saved["audit"]["accuracy_by_type"]) <= {
         "arithmetic_slip", "confident_wrong", "verbose_wrong", "wrong_final"}
     assert list((out / "rm_audit").glob("*.json"))
+    # The fingerprints of its training questions, which the RL job checks its held-out set against.
+    from trl_lab.data.leakage import overlapping_questions, read_trained_questions
+    trained = read_trained_questions(out)
+    assert 0 < len(trained) <= 24
+    test_questions = [json.loads(x)["question"] for x in (shared_gsm8k / "test.jsonl").read_text().splitlines()]
+    assert overlapping_questions(trained, test_questions, fingerprints=True) == []
     # The RL gate finds that cached verdict (no rm_audit_data given) and refuses the failing RM by name.
     args = tiny_config(GRPOConfig, tmp_path, rewards=[{"name": "learned_rm", "kwargs": {"path": str(out)}}],
                        num_generations=2)
