@@ -5,7 +5,7 @@ A spec is written in YAML as a mapping, or on the command line as a string::
     rewards:                                 # YAML (``--config run.yaml``)
       - {name: gsm8k, weight: 1.0}
       - {name: gsm8k_format, weight: 0.2}
-      - name: my_pkg.rewards:make_reward
+      - name: my_pkg.rewards:make_reward     # a reward plugin: registered, or with a `completions` parameter
         weight: 0.5
         kwargs: {threshold: 3}
         timeout: 120                         # seconds a call may take (default: $TRL_LAB_REWARD_TIMEOUT, else 600)
