@@ -27,7 +27,9 @@ Each call has a **timeout** (``Reward.timeout`` seconds; from the spec's ``timeo
 :func:`default_timeout`: ``$TRL_LAB_REWARD_TIMEOUT``, else 600 s; ``0`` or ``none`` turns it off). A synchronous plugin
 runs in a worker thread that the caller waits on; when it does not return in time, :class:`RewardTimeoutError`
 names the plugin. Python cannot kill a thread: the stuck call keeps running in the background (holding whatever it
-holds) until the process exits, so the error stops the run rather than retrying. An ``async`` plugin is awaited
+holds) until the process exits, so the error stops the run rather than retrying. The worker thread gets the
+caller's torch grad/inference mode and CUDA device; a plugin that must run on the main thread (``signal.alarm``)
+takes ``timeout: 0`` and is then called directly. An ``async`` plugin is awaited
 with that timeout and cancelled when it passes; a coroutine that blocks its event loop without ever awaiting
 (``time.sleep`` in an ``async def``) cannot be interrupted by asyncio and is not caught.
 
