@@ -139,3 +139,48 @@ def test_small_lm_head_tiles_give_the_same_log_probs_and_gradients():
     assert torch.allclose(reference[1], tiled[1], atol=1e-5)
     with pytest.raises(ValueError, match="tiles must be positive"):
         cpu_tuning.set_lm_head_tiles(0, 16)
+
+
+def test_scoring_only_labelled_positions_on_cpu_gives_the_same_log_probs_and_gradients(monkeypatch):
+    """TRL's fused LM head on CPU scores every position; trl_lab's setting only those with a label (prompt positions
+    masked with -100, as TRL's GRPO passes them): the same log-probs everywhere and the same gradients."""
+    import trl.kernels.chunked_logprob as chunked_logprob
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    # the pinned hook (an earlier trainer in this process may have tuned it already: start from TRL's own)
+    original = getattr(trl_utils._use_triton, "_trl_lab_original", trl_utils._use_triton)
+    assert original is chunked_logprob._use_triton
+    monkeypatch.setattr(trl_utils, "_use_triton", original)  # undone after the test
+    tok = build_tiny_tokenizer()
+    model = build_tiny_causal_lm(tok)
+    add_fused_lm_head(model)
+    ids = torch.randint(0, len(tok), (3, 40), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :25] = -100  # the prompt
+    labels[0, 35:] = -100  # padding after a short completion
+
+    seen = []
+    real_apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def spy(hidden, *args):
+        seen.append(hidden.shape[0])
+        return real_apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", spy)
+
+    def log_probs_and_grad():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        return out.log_probs.detach().clone(), model.lm_head.weight.grad.clone(), model.model.layers[0].mlp.up_proj.weight.grad.clone()
+
+    reference = log_probs_and_grad()
+    cpu_tuning.score_only_labelled_positions()
+    cpu_tuning.score_only_labelled_positions()  # idempotent: wraps once
+    assert not getattr(trl_utils._use_triton._trl_lab_original, "_trl_lab_compact_cpu", False)
+    compact = log_probs_and_grad()
+    assert seen == [3 * 39, int((labels[:, 1:] != -100).sum())]  # every position, then only the labelled ones
+    for a, b in zip(reference, compact):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    assert chunked_logprob._use_triton(torch.device("cpu")) is False  # the kernel itself stays torch on CPU

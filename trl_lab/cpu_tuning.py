@@ -1,6 +1,6 @@
 """CPU settings that make a GRPO step faster without changing its numbers (measured in ``bench/step.py``).
 
-Two causes dominate a CPU step of a small model (``../shared/notes`` has the profile):
+Three causes dominate a CPU step of a small model (``../shared/notes`` has the profile):
 
 * **fp32 GEMMs through MKL** reach about 50 GFLOP/s at decode shapes on the AMD EPYC machines this project runs on;
   oneDNN's fp32 kernels are faster. PyTorch routes fp32 matmuls to oneDNN when
@@ -13,7 +13,13 @@ Two causes dominate a CPU step of a small model (``../shared/notes`` has the pro
   page-fault about 3 GB per step. :func:`set_lm_head_tiles` makes them small (128 x 4096 by default); the result is
   the same sum in other blocks (equal to float rounding, tested).
 
-:func:`tune_cpu` applies both; :class:`trl_lab.grpo.GRPOTrainer` calls it when it trains on CPU and
+* **Every position scored**: off Triton devices TRL's fused LM head projects *all* positions of a batch (prompt and
+  padding included, their results masked to 0 afterwards) so that tile shapes stay fixed for compilers such as
+  Neuron's. Eager CPU code gains nothing from fixed shapes, and the prompt is often as long as the completion:
+  :func:`score_only_labelled_positions` makes TRL take its own compact path (only positions with a label, as on
+  CUDA) while keeping its torch kernel. The same log-probs row by row and the same gradients (tested).
+
+:func:`tune_cpu` applies all three; :class:`trl_lab.grpo.GRPOTrainer` calls it when it trains on CPU and
 ``cpu_tuning`` is on (the default).
 """
 
@@ -24,7 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CpuTuning", "route_fp32_matmul_to_onednn", "set_lm_head_tiles", "tune_cpu"]
+__all__ = ["CpuTuning", "cpu_has_native_bf16", "route_fp32_matmul_to_onednn", "score_only_labelled_positions",
+           "set_lm_head_tiles", "tune_cpu"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ class CpuTuning:
     onednn_rel_error: float | None
     token_tile: int
     vocab_tile: int
+    labelled_positions_only: bool = False
 
 
 def _gemm_rel_error() -> float:
@@ -80,8 +88,36 @@ def set_lm_head_tiles(token_tile: int = CPU_TOKEN_TILE, vocab_tile: int = CPU_VO
     trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = vocab_tile
 
 
+def score_only_labelled_positions() -> None:
+    """Make TRL's fused LM head project only the positions that have a label on CPU too (it already does on Triton
+    devices). Patches the name ``trl.trainer.utils._use_triton`` (private in TRL 1.16; ``tests`` pin it), which
+    decides only that; the kernel choice reads ``trl.kernels.chunked_logprob._use_triton`` and stays torch on CPU."""
+    import trl.trainer.utils as trl_utils
+
+    decide = trl_utils._use_triton
+    if getattr(decide, "_trl_lab_compact_cpu", False):
+        return
+
+    def compact_on_cpu_too(device: torch.device) -> bool:
+        return device.type == "cpu" or decide(device)
+
+    compact_on_cpu_too._trl_lab_compact_cpu = True  # type: ignore[attr-defined]
+    compact_on_cpu_too._trl_lab_original = decide  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact_on_cpu_too
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX), so bf16 autocast and a bf16 sampler are
+    faster than fp32 here; without it oneDNN emulates bf16 and both are slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def tune_cpu(*, token_tile: int = CPU_TOKEN_TILE, vocab_tile: int = CPU_VOCAB_TILE) -> CpuTuning:
-    """Both settings above, for a process that trains on CPU. Process-wide, like every torch backend flag."""
+    """The three settings above, for a process that trains on CPU. Process-wide, like every torch backend flag."""
     onednn, error = route_fp32_matmul_to_onednn()
     set_lm_head_tiles(token_tile, vocab_tile)
-    return CpuTuning(onednn, error, token_tile, vocab_tile)
+    score_only_labelled_positions()
+    return CpuTuning(onednn, error, token_tile, vocab_tile, labelled_positions_only=True)

@@ -6,7 +6,9 @@ Added on top of TRL, nothing re-implemented:
   TRL's ``reward_funcs`` and ``reward_weights``;
 * embedded model names (``smollm2-135m-instruct``) resolved to a cached local checkpoint;
 * faster rollouts with the same numbers: the LoRA adapter merged for generation (:mod:`trl_lab.merged_adapter`)
-  and, on CPU, oneDNN matmuls and small LM-head tiles (:mod:`trl_lab.cpu_tuning`);
+  and, on CPU, oneDNN matmuls, small LM-head tiles and only completion positions scored (:mod:`trl_lab.cpu_tuning`);
+* faster, not exact, where asked: rollouts from a bf16 copy of the policy (``generation_dtype``,
+  :mod:`trl_lab.low_precision_sampler`), and ``cpu_bf16`` for bf16 autocast plus that copy on CPUs with native bf16;
 * checks that fail before training rather than hours into it: every reward callable is wrapped with
   :class:`~trl_lab.rewards.registry.Reward` (plugin name in errors, finite values, right length), the dataset
   must carry the columns each plugin needs, 4-bit loading is probed on the actual device, and every
@@ -27,17 +29,21 @@ from typing import Any
 
 import torch
 import trl
+from transformers.utils import logging as hf_logging
 from torch import nn
 from transformers import TrainingArguments
 
-from trl_lab.cpu_tuning import CpuTuning, tune_cpu
+from trl_lab.cpu_tuning import CpuTuning, cpu_has_native_bf16, tune_cpu
 from trl_lab.embedded_model import resolve_model_path
+from trl_lab.low_precision_sampler import LowPrecisionSampler, parse_generation_dtype
 from trl_lab.merged_adapter import merged_lora
 from trl_lab.quantization import check_bitsandbytes
 from trl_lab.reward_models.gate import AuditSuiteReader, gate_reward_models, read_pairs_suite
 from trl_lab.rewards.learned_rm import LearnedRewardModel
 from trl_lab.rewards.registry import Reward, as_reward
 from trl_lab.rewards.specs import RewardSpecDict, build_rewards, parse_reward_specs
+
+logger = hf_logging.get_logger(__name__)
 
 
 @dataclass
@@ -83,12 +89,28 @@ class GRPOConfig(trl.GRPOConfig):
     )
     cpu_tuning: bool = field(
         default=True,
-        metadata={"help": "On CPU: fp32 matmuls through oneDNN where that stays fp32-accurate, and small tiles for "
-                  "TRL's fused LM head (see trl_lab.cpu_tuning). Same numbers, faster steps, less memory."},
+        metadata={"help": "On CPU: fp32 matmuls through oneDNN where that stays fp32-accurate, small tiles for "
+                  "TRL's fused LM head, and only completion positions projected through it (see "
+                  "trl_lab.cpu_tuning). Same numbers, faster steps, less memory."},
+    )
+    generation_dtype: str | None = field(
+        default=None,
+        metadata={"help": "Generate rollouts with a copy of the policy in this dtype ('bfloat16' or 'float16'), "
+                  "refreshed (adapter merged) before each generation; unset: the policy itself. Faster decoding "
+                  "where the hardware has native bf16, but not exact: the sampler's log-probs differ slightly from "
+                  "the trained policy's (see trl_lab.low_precision_sampler)."},
+    )
+    cpu_bf16: bool = field(
+        default=False,
+        metadata={"help": "When training on a CPU with native bf16 (AVX512-BF16 or AMX): set `bf16` (autocast for "
+                  "the log-prob and backward passes) and `generation_dtype: bfloat16`. On other CPUs, a warning "
+                  "and fp32 (emulated bf16 is slower). Ignored on GPUs."},
     )
 
     def __post_init__(self) -> None:
         _refuse_non_finite(self)
+        parse_generation_dtype(self.generation_dtype)
+        _apply_cpu_bf16(self)
         if self.max_steps == 0:
             raise ValueError("max_steps is 0: TRL would still run one step (at learning rate 0); give max_steps >= 1, "
                              "or -1 to train for num_train_epochs")
@@ -117,6 +139,23 @@ def _refuse_non_finite(config: Any) -> None:
         default_ok = isinstance(f.default, float) and not math.isfinite(f.default)
         if bad and not default_ok:
             raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+
+
+def _trains_on_cpu(args: TrainingArguments) -> bool:
+    return bool(args.use_cpu) or not torch.accelerator.is_available()
+
+
+def _apply_cpu_bf16(config: Any) -> None:
+    """``cpu_bf16`` -> ``bf16`` and a bf16 sampler, on a CPU that computes bf16 natively (before devices are set up)."""
+    if not config.cpu_bf16 or not _trains_on_cpu(config):
+        return
+    if not cpu_has_native_bf16():
+        logger.warning("cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); training stays fp32, as emulated "
+                       "bf16 would be slower")
+        return
+    config.bf16 = True
+    if config.generation_dtype is None:
+        config.generation_dtype = "bfloat16"
 
 
 def _use_cpu_when_distributed_without_accelerator(args: TrainingArguments) -> None:
@@ -174,20 +213,50 @@ class GRPOTrainer(trl.GRPOTrainer):
         self.cpu_tuning: CpuTuning | None = None
         if getattr(args, "cpu_tuning", False) and args.device.type == "cpu":
             self.cpu_tuning = tune_cpu()
+        self.sampler: LowPrecisionSampler | None = None
+        self._sampler_checked = False
         super().__init__(model, reward_funcs, args, train_dataset, *pos, **kwargs)
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any) -> Any:
-        """TRL's rollout generation, with the LoRA adapter merged for it when ``merge_adapter_for_generation``."""
-        if not self._merges_for_generation():
+        """TRL's rollout generation: from the low-precision copy when ``generation_dtype`` applies, else with the LoRA
+        adapter merged for it when ``merge_adapter_for_generation``."""
+        if not self._generates_in_process():
             return super()._generate_single_turn(*args, **kwargs)
-        with merged_lora(self.accelerator.unwrap_model(self.model)):
+        policy = self.accelerator.unwrap_model(self.model)
+        sampler = self._low_precision_sampler(policy)
+        if sampler is not None:
+            # TRL generates with `unwrap_model_for_generation(self.model_wrapped)`: hand it the copy for this call.
+            wrapped = self.model_wrapped
+            try:
+                with sampler.generating(policy) as copy:
+                    self.model_wrapped = copy
+                    return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                self.model_wrapped = wrapped
+        if not getattr(self.args, "merge_adapter_for_generation", False):
+            return super()._generate_single_turn(*args, **kwargs)
+        with merged_lora(policy):
             return super()._generate_single_turn(*args, **kwargs)
 
-    def _merges_for_generation(self) -> bool:
+    def _low_precision_sampler(self, policy: nn.Module) -> LowPrecisionSampler | None:
+        """The sampler of ``generation_dtype``, built at the first generation; None (said once) where it does not
+        apply."""
+        if not self._sampler_checked:
+            self._sampler_checked = True
+            dtype = parse_generation_dtype(getattr(self.args, "generation_dtype", None))
+            reason = LowPrecisionSampler.applies_to(policy, dtype)
+            if reason is None:
+                self.sampler = LowPrecisionSampler(policy, dtype)
+            elif dtype is not None:
+                logger.warning("generation_dtype %s not used: %s; generating with the policy itself", dtype, reason)
+        return self.sampler
+
+    def _generates_in_process(self) -> bool:
+        """Whether rollouts come from ``generate`` on this process's whole model (not vLLM, not sharded weights)."""
         from accelerate.utils import DistributedType
 
-        return (getattr(self.args, "merge_adapter_for_generation", False) and not self.use_vllm
-                and self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP))
+        return not self.use_vllm and self.accelerator.distributed_type not in (DistributedType.DEEPSPEED,
+                                                                               DistributedType.FSDP)
 
 
 def check_output_dir_writable(output_dir: str | os.PathLike | None) -> None:
