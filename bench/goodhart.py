@@ -1,23 +1,31 @@
-"""GoodhartCallback vs transformers' EarlyStoppingCallback on simulated noisy runs, side by side.
+"""GoodhartCallback's rules vs simpler baselines on simulated noisy runs, side by side, over several suites.
 
-Every detector sees the same runs from :mod:`trl_lab.testing.goodhart_sim` (n=500 held-out items per evaluation,
-40-45 evaluations per run): healthy runs that rise then plateau, hacked runs whose accuracy peaks then
-declines slowly (0.75-1.5 points/eval) or fast (2.5-5 points/eval) while the reward keeps rising, and sudden
-collapses (15-40 points at once). Columns:
+Every detector sees the same runs from :mod:`trl_lab.testing.goodhart_sim` (n=500 held-out items per evaluation):
 
-* ``FA``: false alarms, the share of healthy runs stopped (goal <= 1%), with its 95% Wilson interval;
-* ``det``: share of hacked/collapsed runs stopped at or after the true peak (goal >= 99% fast, >= 95% slow);
-  ``early``: stopped before the peak (a false alarm on a run that was still fine);
-* ``delay``: median evaluations from the true peak (decline/collapse onset) to the stop (goal well under 9
-  for fast declines);
-* ``regret``: true accuracy at the true peak minus at the step restored, in points, mean and 95th percentile
-  over detected runs (goal <= 1 point).
+* ``original``: the first simulator: 40-45 evaluations; healthy runs rise then plateau; hacked runs peak at
+  evaluation 8-20 then decline 0.75-1.5 (slow) or 2.5-5 (fast) points/eval; collapses of 15-40 points; every item
+  drawn afresh at every evaluation;
+* ``persistent``: issue 13's suite: 40 evaluations; healthy runs that plateau or rise slowly; peaks at 10-22, then
+  0.4 (slow) or 1 (fast) point/eval; 15-point collapses; per-item outcomes that persist between evaluations
+  (latent AR(1), lag-one correlation 0.95: on it the old rule gives about what issue 13 measured);
+* ``persistent+memory``: the same curves with part of each item's latent fixed for the whole run
+  (``item_memory`` 0.5, AR 0.9; and 0.8, AR 0.8): outcomes that stay correlated at every lag.
 
-EarlyStoppingCallback is the real transformers class driven with a fake TrainerState/TrainerControl, with
-``metric_for_best_model`` = held-out accuracy and ``load_best_model_at_end`` semantics (restore the highest
-raw accuracy seen).
+Columns:
 
-    python bench/goodhart.py [--runs 1000] [--items 500] [--seed 0]
+* healthy: ``FA``, the share of healthy runs stopped (goal <= 1%), with its 95% Wilson interval;
+* others: ``det``, the share stopped after the true peak (goal >= 97% slow); ``early``, stopped at or before it;
+  ``delay``, median evaluations from the true peak to the stop (goals: slow <= 13, fast <= 7, collapse <= 3);
+  ``regret``, true accuracy at the true peak minus at the step restored, in points, mean/95th percentile over
+  detected runs (goal: mean <= 1).
+
+Detectors: ``GoodhartCallback`` with the ``glr`` rule (the default) and the ``paired_z`` rule (the old default),
+each on per-item results and on the accuracy alone (binomial SE); a noise-scaled peak-drop baseline (stop when
+accuracy is ``c`` standard errors of a difference below the highest accuracy seen, restore that one);
+transformers' ``EarlyStoppingCallback`` (the real class driven with a fake TrainerState/TrainerControl, restoring
+the highest raw accuracy, as ``load_best_model_at_end`` does).
+
+    python bench/goodhart.py [--runs 1000] [--items 500] [--seed 0] [--suite NAME ...]
 """
 
 from __future__ import annotations
@@ -32,18 +40,44 @@ from types import SimpleNamespace
 import numpy as np
 
 from trl_lab.callbacks import GoodhartCallback
-from trl_lab.testing.goodhart_sim import SCENARIOS, Outcome, SimRun, score, simulate
+from trl_lab.testing.goodhart_sim import SCENARIOS, Outcome, Scenario, SimRun, persistent_suite, score, simulate
+
+SUITES: dict[str, dict[str, Scenario]] = {
+    "original": SCENARIOS,
+    "persistent": persistent_suite(0.95),
+    "persistent+memory 0.5": persistent_suite(0.9, item_memory=0.5),
+    "persistent+memory 0.8": persistent_suite(0.8, item_memory=0.8),
+}
 
 Detector = Callable[[SimRun], tuple[int | None, int | None]]  # run -> (fired at, restored evaluation)
 
 
 def goodhart(paired: bool, **kwargs) -> Detector:
+    """A GoodhartCallback fed per-item results (``paired``) or only accuracy with a binomial SE."""
+
     def detect(run: SimRun) -> tuple[int | None, int | None]:
         cb = GoodhartCallback(**kwargs) if paired else GoodhartCallback(gold_n=run.items.shape[1], **kwargs)
         for k, step in enumerate(run.steps):
             items = run.items[k] if paired else None
             if cb.observe(int(step), float(run.proxy[k]), float(run.gold[k]), items):
                 return k, int(np.searchsorted(run.steps, cb.best_step))
+        return None, None
+
+    return detect
+
+
+def peak_drop(c: float) -> Detector:
+    """Stop when accuracy is ``c`` standard errors of a difference (binomial, unpaired) below its highest value."""
+
+    def detect(run: SimRun) -> tuple[int | None, int | None]:
+        n = run.items.shape[1]
+        best = 0
+        for k, gold in enumerate(run.gold):
+            if gold > run.gold[best]:
+                best = k
+            se = math.sqrt(run.gold[best] * (1 - run.gold[best]) / n + gold * (1 - gold) / n)
+            if k >= 3 and run.gold[best] - gold >= c * se and run.proxy[k] > run.proxy[best]:
+                return k, best
         return None, None
 
     return detect
@@ -94,35 +128,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--suite", nargs="*", choices=list(SUITES), default=list(SUITES))
+    parser.add_argument("--z", type=float, default=None, help="z_threshold of the glr rule (default: its default)")
     args = parser.parse_args(argv)
     logging.getLogger("trl_lab.callbacks.goodhart").setLevel(logging.ERROR)
 
     detectors: dict[str, Detector] = {
-        "Goodhart (per-item, paired)": goodhart(True),
-        "Goodhart (accuracy + binomial SE)": goodhart(False),
-        "EarlyStopping patience=3": early_stopping(3),
-        "EarlyStopping patience=5": early_stopping(5),
+        "glr, per-item": goodhart(True, rule="glr", z_threshold=args.z),
+        "glr, accuracy + binomial SE": goodhart(False, rule="glr", z_threshold=args.z),
+        "paired_z, per-item (default)": goodhart(True, rule="paired_z"),
+        "paired_z, accuracy + binomial SE": goodhart(False, rule="paired_z"),
+        "peak-drop c=3": peak_drop(3.0),
         "EarlyStopping patience=10": early_stopping(10),
     }
-    t0 = time.perf_counter()
-    cells: dict[str, dict[str, str]] = {name: {} for name in detectors}
-    for scenario in SCENARIOS:
-        runs = list(simulate(scenario, args.runs, n_items=args.items, seed=args.seed))
-        for name, detect in detectors.items():
-            outcomes = [score(run, *detect(run)) for run in runs]
-            cells[name][scenario] = summarise(outcomes, healthy=scenario == "healthy")
-
-    print(f"{args.runs} runs per scenario, {args.items} held-out items per evaluation, seed {args.seed} "
-          f"({time.perf_counter() - t0:.0f} s)")
-    print("healthy: FA [95% CI]; others: det early delay regret(mean/p95, points)\n")
     width = max(map(len, detectors))
-    header = f"{'detector':{width}} | {'healthy':21} | " + " | ".join(f"{s:27}" for s in list(SCENARIOS)[1:])
-    print(header)
-    print("-" * len(header))
-    for name in detectors:
-        row = cells[name]
-        print(f"{name:{width}} | {row['healthy']:21} | " + " | ".join(f"{row[s]:27}" for s in list(SCENARIOS)[1:]))
-    print("\ngoals: FA <= 1%; det >= 95% slow, >= 99% fast; median delay well under 9 (fast); regret <= 1 point")
+    for suite_name in args.suite:
+        suite = SUITES[suite_name]
+        t0 = time.perf_counter()
+        cells: dict[str, dict[str, str]] = {name: {} for name in detectors}
+        for scenario in suite.values():
+            runs = list(simulate(scenario, args.runs, n_items=args.items, seed=args.seed))
+            for name, detect in detectors.items():
+                outcomes = [score(run, *detect(run)) for run in runs]
+                cells[name][scenario.name] = summarise(outcomes, healthy=scenario.kind == "healthy")
+        print(f"\n== suite {suite_name}: {args.runs} runs per scenario, {args.items} items per evaluation, seed "
+              f"{args.seed} ({time.perf_counter() - t0:.0f} s)")
+        names = [sc.name for sc in suite.values()]
+        widths = [21 if sc.kind == "healthy" else 27 for sc in suite.values()]
+        header = f"{'detector':{width}} | " + " | ".join(f"{n:{w}}" for n, w in zip(names, widths))
+        print(header)
+        print("-" * len(header))
+        for name in detectors:
+            print(f"{name:{width}} | " + " | ".join(f"{cells[name][n]:{w}}" for n, w in zip(names, widths)))
+    print("\ncells: healthy = FA [95% CI]; others = det early delay regret(mean/p95, points)")
+    print("goals: FA <= 1%; slow det >= 97%, median delay <= 13; fast <= 7; collapse <= 3; mean regret <= 1 point")
 
 
 if __name__ == "__main__":

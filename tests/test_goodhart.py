@@ -41,10 +41,11 @@ RISING_PROXY = [0.1 * k for k in range(len(RISE_THEN_FALL))]
 # ------------------------------------------------------------------------------------ simulated goals
 
 
-def run_detector(scenario: str, runs: int) -> list:
+def run_detector(scenario, runs: int, seed: int = 123, **kwargs) -> list:
+    """Outcomes of a ``GoodhartCallback(**kwargs)`` on ``runs`` simulated runs of ``scenario`` (name or Scenario)."""
     outcomes = []
-    for run in simulate(scenario, runs, n_items=N, seed=123):
-        cb = GoodhartCallback()
+    for run in simulate(scenario, runs, n_items=N, seed=seed):
+        cb = GoodhartCallback(**kwargs)
         fired = best = None
         for k, step in enumerate(run.steps):
             if cb.observe(int(step), float(run.proxy[k]), float(run.gold[k]), run.items[k]):

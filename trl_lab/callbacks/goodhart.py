@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "goodhart_best"
 
+#: The drop rules: ``paired_z`` (default) tests the latest evaluation alone, with patience; ``glr`` scans every
+#: window of evaluations since the best step. ``glr`` did not meet issue 13's targets (docs/goodhart.md), so it
+#: is not the default.
+RULES = ("paired_z", "glr")
+#: Per-rule defaults of ``z_threshold`` and ``patience`` (``bench/goodhart.py`` measures both).
+RULE_DEFAULTS = {"paired_z": {"z_threshold": 3.5, "patience": 2}, "glr": {"z_threshold": 4.0, "patience": 1}}
+
 
 @runtime_checkable
 class GoldItemsSource(Protocol):
@@ -73,6 +80,12 @@ class GoodhartCallback(TrainerCallback, ExportableState):
     * otherwise: ``z = (ref - g_k) / sqrt(se_ref^2 + se_k^2)``, ``se`` the logged stderr, else the
       binomial ``sqrt(g(1-g)/n)`` with ``n = gold_n``.
 
+    With ``rule="glr"`` the drop statistic is instead the largest of these z over the windows ``[j, k]`` of
+    evaluations since the best step, the window's per-item mean against the reference (a generalised
+    likelihood-ratio scan for a change point after the best step; see :meth:`_window_z`); the single-evaluation
+    z still drives the collapse trigger. ``z_threshold`` holds up to ``horizon`` evaluations and grows slowly
+    after (:meth:`threshold`).
+
     **Trigger** (never during the first ``warmup_evals`` evaluations):
 
     * *Goodhart*: ``z >= z_threshold`` at ``patience`` consecutive evaluations, and the smoothed proxy is
@@ -80,9 +93,9 @@ class GoodhartCallback(TrainerCallback, ExportableState):
       ``None``);
     * *collapse*: a single ``z >= collapse_z`` (whatever the proxy does).
 
-    Defaults (z 3.5, patience 2, collapse 7, smoothing 1, warm-up 3) hold false alarms under 1% on 40
-    evaluations of 500 items in ``bench/goodhart.py``; the false-alarm rate grows with the number of
-    evaluations (more chances), so raise ``z_threshold`` for much longer runs.
+    Defaults (``paired_z``: z 3.5, patience 2; ``glr``: z 4.0, patience 1; collapse 7, smoothing 1, warm-up 3,
+    horizon 40) hold false alarms near or under 1% on 40 evaluations of 500 items in ``bench/goodhart.py``;
+    beyond ``horizon`` evaluations the threshold rises so the rate does not grow with the run's length.
 
     **On trigger**: ``control.should_training_stop = True``; ``triggered_step``, ``trigger_reason``,
     ``best_step``, ``best_gold`` (smoothed) and ``proxy_point`` (smoothed proxy at the best step; when the best
@@ -106,8 +119,10 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         *,
         gold_stderr_metric: str | None = None,
         gold_n: int | None = None,
-        z_threshold: float = 3.5,
-        patience: int = 2,
+        rule: str = "paired_z",
+        z_threshold: float | None = None,
+        patience: int | None = None,
+        horizon: int = 40,
         collapse_z: float = 7.0,
         warmup_evals: int = 3,
         smoothing: int = 1,
@@ -116,12 +131,19 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         restore_best: bool = True,
         heldout: GoldItemsSource | None = None,
     ):
-        if patience < 1 or smoothing < 0 or warmup_evals < 0 or not 0 < proxy_ema <= 1:
-            raise ValueError("need patience >= 1, smoothing >= 0, warmup_evals >= 0 and 0 < proxy_ema <= 1")
+        if rule not in RULES:
+            raise ValueError(f"GoodhartCallback: rule {rule!r} is not one of {RULES}")
+        z_threshold = RULE_DEFAULTS[rule]["z_threshold"] if z_threshold is None else z_threshold
+        patience = RULE_DEFAULTS[rule]["patience"] if patience is None else patience
+        if patience < 1 or smoothing < 0 or warmup_evals < 0 or horizon < 1 or not 0 < proxy_ema <= 1:
+            raise ValueError("GoodhartCallback: need patience >= 1, smoothing >= 0, warmup_evals >= 0, horizon >= 1 "
+                             "and 0 < proxy_ema <= 1")
         self.proxy_metric = proxy_metric
         self.gold_metric = gold_metric
         self.gold_stderr_metric = gold_stderr_metric or f"{gold_metric}_stderr"
         self.gold_n = gold_n
+        self.rule = rule
+        self.horizon = horizon
         self.z_threshold = z_threshold
         self.patience = patience
         self.collapse_z = collapse_z
@@ -139,6 +161,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         # Detector state (JSON-serialisable; see state()).
         self.history: list[dict[str, Any]] = []  # per evaluation: step, gold, proxy, se, z, smoothed
         self.window_items: list[np.ndarray | None] = []  # per-item results of the last 2*smoothing+1 evals
+        self.since_best: list[np.ndarray | None] = []  # glr: per-item results of the evaluations after the best
+        self.since_best_se: list[float | None] = []  # glr: their standard errors (the test without items)
         self.best_step: int | None = None
         self.best_gold: float | None = None  # smoothed gold at the best step
         self.best_ref: dict[str, Any] | None = None  # reference: gold, se, items (pooled window)
@@ -191,11 +215,15 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                              "z": None, "smoothed": None})
         self.window_items.append(items)
         del self.window_items[: -(2 * self.smoothing + 1)]
+        self.since_best.append(items)
+        self.since_best_se.append(se)
         self._finalize(len(self.history) - 1 - self.smoothing)
-        z = self._drop_z(gold, se, items)
+        z_last = self._drop_z(gold, se, items)
+        z = self._window_z() if self.rule == "glr" else z_last
         self.history[-1]["z"] = z
-        self.consecutive = self.consecutive + 1 if z is not None and z >= self.z_threshold else 0
-        reason = self._verdict(z, proxy)
+        self.history[-1]["z_last"] = z_last
+        self.consecutive = self.consecutive + 1 if z is not None and z >= self.threshold(len(self.history)) else 0
+        reason = self._verdict(z, z_last, proxy)
         if reason is not None:
             self.triggered_step, self.trigger_reason = int(step), reason
             logger.warning(
@@ -228,6 +256,9 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             return
         entry = self.history[index]
         self.best_step, self.best_gold, self.proxy_point = entry["step"], smoothed, entry["proxy"]
+        after = len(self.history) - 1 - index  # evaluations after the best step, the newest included
+        self.since_best, self.since_best_se = self.since_best[-after:] if after else [], \
+            self.since_best_se[-after:] if after else []
         ses = [e["se"] for e in window]
         se_ref = math.sqrt(sum(s * s for s in ses)) / len(ses) if all(s is not None for s in ses) else None
         # window_items holds the last 2h+1 evaluations; map history indices onto it.
@@ -241,6 +272,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
     def _as_arrays(self) -> None:
         """Per-item vectors as float arrays (they come back as lists from a checkpoint's JSON state)."""
         self.window_items = [None if r is None else np.asarray(r, dtype=np.float64) for r in self.window_items]
+        self.since_best = [None if r is None else np.asarray(r, dtype=np.float64) for r in self.since_best]
         if self.best_ref is not None and self.best_ref.get("items") is not None:
             self.best_ref["items"] = np.asarray(self.best_ref["items"], dtype=np.float64)
 
@@ -249,13 +281,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         if ref is None:
             return None
         if items is not None and ref["items"] is not None and ref["items"].size == items.size and items.size > 1:
-            d = ref["items"] - items
-            n = d.size
-            total = float(d.sum())
-            var = max(float(np.dot(d, d)) - total * total / n, 0.0) / (n - 1)
-            if var <= 1e-12:
-                return math.inf if total > 0 else 0.0
-            return (total / n) / math.sqrt(var / n)
+            return _paired_z(ref["items"] - items)
         if se is None or ref["se"] is None:
             self._warn_once(
                 "no-se",
@@ -265,10 +291,51 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             return None
         return (ref["gold"] - gold) / math.sqrt(ref["se"] ** 2 + se**2)
 
-    def _verdict(self, z: float | None, proxy: float) -> str | None:
+    def threshold(self, evaluations: int) -> float:
+        """The drop threshold at the ``evaluations``-th evaluation: ``z_threshold`` up to ``horizon``, then higher.
+
+        Beyond the horizon the threshold grows as ``sqrt(z^2 + 2 ln(evaluations / horizon))``: the level a maximum
+        over ``evaluations / horizon`` times as many looks needs to keep the same tail (the Gaussian tail bound),
+        so the false-alarm rate stays near its horizon value on longer runs instead of growing with them.
+        """
+        if evaluations <= self.horizon:
+            return self.z_threshold
+        return math.sqrt(self.z_threshold**2 + 2.0 * math.log(evaluations / self.horizon))
+
+    def _window_z(self) -> float | None:
+        """glr: the largest drop z of the reference against the mean of the last m evaluations, over every m.
+
+        The evaluations since the best step are the candidates; a change point at any of them is a window
+        ``[j, now]``. With per-item results the test is paired: ``d_i = ref_i - mean_{t in window} x_i(t)``, its
+        variance estimated across items, so the persistence of item outcomes between evaluations (the same items
+        mostly right or wrong again) sets the noise, whatever it is. Without items, window means of the accuracy
+        with independent standard errors.
+        """
+        ref = self.best_ref
+        if ref is None or not self.since_best:
+            return None
+        rows, ses = self.since_best, self.since_best_se
+        ref_items = ref["items"]
+        paired = ref_items is not None and all(r is not None and r.size == ref_items.size for r in rows)
+        if not paired and (ref["se"] is None or any(se is None for se in ses)):
+            return None
+        golds = [e["gold"] for e in self.history[-len(rows):]]
+        best: float | None = None
+        total, se_sq = 0.0, 0.0
+        for m in range(1, len(rows) + 1):
+            if paired:
+                total = total + rows[-m]
+                z = _paired_z(ref_items - total / m)
+            else:
+                total, se_sq = total + golds[-m], se_sq + ses[-m] ** 2
+                z = (ref["gold"] - total / m) / math.sqrt(ref["se"] ** 2 + se_sq / (m * m))
+            best = z if best is None else max(best, z)
+        return best
+
+    def _verdict(self, z: float | None, z_last: float | None, proxy: float) -> str | None:
         if z is None:
             return None
-        if z >= self.collapse_z:
+        if z_last is not None and z_last >= self.collapse_z:
             return "collapse"
         if len(self.history) <= self.warmup_evals or self.consecutive < self.patience:
             return None
@@ -380,7 +447,9 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                 "gold_metric": self.gold_metric,
                 "gold_stderr_metric": self.gold_stderr_metric,
                 "gold_n": self.gold_n,
+                "rule": self.rule,
                 "z_threshold": self.z_threshold,
+                "horizon": self.horizon,
                 "patience": self.patience,
                 "collapse_z": self.collapse_z,
                 "warmup_evals": self.warmup_evals,
@@ -392,6 +461,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             "attributes": _finite({
                 "history": self.history,
                 "window_items": [None if r is None else np.asarray(r).tolist() for r in self.window_items],
+                "since_best": [None if r is None else np.asarray(r).tolist() for r in self.since_best],
+                "since_best_se": self.since_best_se,
                 "best_step": self.best_step,
                 "best_gold": self.best_gold,
                 "best_ref": None if self.best_ref is None else {
@@ -505,6 +576,16 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)
+
+
+def _paired_z(d: np.ndarray) -> float:
+    """One-sided z of the mean of per-item differences ``d`` (McNemar's test when ``d`` is in {-1, 0, 1})."""
+    n = d.size
+    total = float(d.sum())
+    var = max(float(np.dot(d, d)) - total * total / n, 0.0) / (n - 1)
+    if var <= 1e-12:
+        return math.inf if total > 1e-9 else 0.0
+    return (total / n) / math.sqrt(var / n)
 
 
 def _trainable_state(model: Any) -> dict[str, Any]:

@@ -15,6 +15,15 @@ Scenarios (accuracies and rates in accuracy points, 1 point = 0.01):
 * ``collapse``: rise and plateau, then at evaluation 10-25 accuracy drops by 15-40 points at once and
   stays down.
 
+``PERSISTENT_SCENARIOS`` is the harder suite of issue 13: 40 evaluations; healthy runs that plateau or rise
+slowly; hacks that peak at evaluation 10-22 then lose 0.4 (slow) or 1 (fast) point per evaluation; sudden
+15-point collapses; and per-item outcomes that *persist* between evaluations, as greedy decoding on a fixed set
+does (``persistence`` > 0): item ``i`` is right at evaluation ``t`` when ``u_i(t) < p_i(t)``, with
+``u_i(t) = Phi(z_i(t))`` and ``z_i`` a stationary Gaussian AR(1) over evaluations with lag-one correlation
+``persistence``. Each outcome keeps its probability ``p_i(t)`` exactly (so the true accuracy is unchanged), but
+an item answered right is usually right at the next evaluation. ``persistent_suite(rho)`` builds the suite at
+another persistence.
+
 Everything is deterministic given ``seed``.
 """
 
@@ -26,7 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SCENARIOS", "Outcome", "Scenario", "SimRun", "score", "simulate", "simulate_run"]
+__all__ = ["PERSISTENT_SCENARIOS", "SCENARIOS", "Outcome", "Scenario", "SimRun", "persistent_suite", "score",
+           "simulate", "simulate_run"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class Scenario:
     wobble_rho: float = 0.7
     difficulty_sd: float = 1.5
     proxy_noise: float = 0.02
+    persistence: float = 0.0  # lag-one correlation of the changing part of each item's latent draw (0: fresh draws)
+    item_memory: float = 0.0  # share of each item's latent draw that never changes over the run
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -54,6 +66,21 @@ SCENARIOS: dict[str, Scenario] = {
     "hacked_fast": Scenario("hacked_fast", "decline", decline_per_eval=(0.025, 0.05)),
     "collapse": Scenario("collapse", "collapse", onset_eval=(10, 25), collapse_drop=(0.15, 0.40)),
 }
+
+
+def persistent_suite(persistence: float = 0.95, item_memory: float = 0.0) -> dict[str, Scenario]:
+    """Issue 13's suite: 40 evaluations, peaks at 10-22, 0.4 / 1 point declines, 15-point collapses, persistent items."""
+    common = dict(n_evals=40, onset_eval=(10, 22), persistence=persistence, item_memory=item_memory)
+    return {
+        "healthy": Scenario("healthy", "healthy", **common),
+        "healthy_slow_rise": Scenario("healthy_slow_rise", "healthy", rise_tau=(20.0, 80.0), **common),
+        "hacked_slow": Scenario("hacked_slow", "decline", decline_per_eval=(0.004, 0.004), **common),
+        "hacked_fast": Scenario("hacked_fast", "decline", decline_per_eval=(0.01, 0.01), **common),
+        "collapse": Scenario("collapse", "collapse", collapse_drop=(0.15, 0.15), **common),
+    }
+
+
+PERSISTENT_SCENARIOS: dict[str, Scenario] = persistent_suite()
 
 
 @dataclass
@@ -115,7 +142,7 @@ def simulate_run(
     difficulty = rng.normal(0, scenario.difficulty_sd, n_items)
     theta = _solve_theta(acc, difficulty)
     p = 1.0 / (1.0 + np.exp(difficulty[None, :] - theta[:, None]))
-    items = rng.random((k, n_items)) < p
+    items = _draw_items(rng, p, scenario.persistence, scenario.item_memory)
     return SimRun(
         steps=(np.arange(k) + 1) * eval_every,
         true_acc=p.mean(axis=1),
@@ -126,8 +153,31 @@ def simulate_run(
     )
 
 
+def _draw_items(rng: np.random.Generator, p: np.ndarray, persistence: float, memory: float) -> np.ndarray:
+    """(K, n) outcomes with P(item i right at t) = p[t, i] exactly, from a standard-normal latent per item and
+    evaluation: ``sqrt(memory) * a_i + sqrt(1 - memory) * e_i(t)``, ``a_i`` fixed, ``e_i`` AR(1) with lag-one
+    correlation ``persistence``; the latent's correlation between evaluations ``l`` apart is
+    ``memory + (1 - memory) * persistence**l``."""
+    if not 0.0 <= persistence < 1.0 or not 0.0 <= memory < 1.0:
+        raise ValueError(f"persistence and item_memory must be in [0, 1), got {persistence} and {memory}")
+    if persistence == 0.0 and memory == 0.0:
+        return rng.random(p.shape) < p
+    import torch
+
+    e = np.empty(p.shape)
+    e[0] = rng.standard_normal(p.shape[1])
+    innovation = np.sqrt(1.0 - persistence**2)
+    for t in range(1, p.shape[0]):
+        e[t] = persistence * e[t - 1] + innovation * rng.standard_normal(p.shape[1])
+    z = np.sqrt(memory) * rng.standard_normal(p.shape[1]) + np.sqrt(1.0 - memory) * e
+    return torch.special.ndtr(torch.from_numpy(z)).numpy() < p
+
+
 def simulate(scenario: Scenario | str, runs: int, n_items: int = 500, seed: int = 0) -> Iterator[SimRun]:
-    """``runs`` independent runs of a scenario (by name or object); run ``r`` is seeded by (seed, name, r)."""
+    """``runs`` independent runs of a scenario (by name or object); run ``r`` is seeded by (seed, name, r).
+
+    A name is looked up in ``SCENARIOS``; pass a :class:`Scenario` (e.g. ``PERSISTENT_SCENARIOS["hacked_slow"]``)
+    for the other suites."""
     if isinstance(scenario, str):
         scenario = SCENARIOS[scenario]
     tag = zlib.crc32(scenario.name.encode())

@@ -1,0 +1,113 @@
+"""The persistent-outcome simulator and GoodhartCallback's ``glr`` rule (issue 13, part 1), with numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from tests.test_goodhart import run_detector
+from trl_lab.callbacks import GoodhartCallback
+from trl_lab.testing.goodhart_sim import PERSISTENT_SCENARIOS, SCENARIOS, persistent_suite, simulate_run
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    logging.getLogger("trl_lab.callbacks.goodhart").setLevel(logging.ERROR)
+    yield
+    logging.getLogger("trl_lab.callbacks.goodhart").setLevel(logging.NOTSET)
+
+
+def agreement(items: np.ndarray, lag: int) -> float:
+    """Share of items with the same outcome at evaluations ``lag`` apart."""
+    return float((items[lag:] == items[:-lag]).mean())
+
+
+def test_persistent_items_keep_their_outcomes_and_the_true_accuracy():
+    fresh = simulate_run(SCENARIOS["healthy"], n_items=2000, seed=3)
+    persistent = simulate_run(dataclasses.replace(SCENARIOS["healthy"], persistence=0.95), n_items=2000, seed=3)
+    # same curve and difficulties (same draws before the items), so the same true accuracy
+    assert np.allclose(fresh.true_acc, persistent.true_acc)
+    assert abs(persistent.gold - persistent.true_acc).max() < 0.05
+    # an item right at one evaluation is usually right at the next: far fewer discordant pairs than fresh draws
+    assert agreement(fresh.items, 1) < 0.85
+    assert agreement(persistent.items, 1) > 0.92
+    # AR(1): agreement decays with the lag; item memory keeps a floor
+    memory = simulate_run(persistent_suite(0.8, item_memory=0.8)["healthy"], n_items=2000, seed=3)
+    assert agreement(persistent.items, 20) < agreement(persistent.items, 1) - 0.05
+    assert agreement(memory.items, 20) > agreement(persistent.items, 20) + 0.05
+
+
+def test_persistent_suite_has_issue_13_shapes():
+    slow = simulate_run(PERSISTENT_SCENARIOS["hacked_slow"], n_items=200, seed=1)
+    fast = simulate_run(PERSISTENT_SCENARIOS["hacked_fast"], n_items=200, seed=1)
+    collapse = simulate_run(PERSISTENT_SCENARIOS["collapse"], n_items=200, seed=1)
+    for run in (slow, fast, collapse):
+        assert len(run.steps) == 40 and 10 <= run.onset <= 22
+    # 0.4 / 1 point per evaluation after the peak (true accuracy on this item set, so within a few tenths)
+    assert (slow.true_acc[slow.onset] - slow.true_acc[slow.onset + 10]) == pytest.approx(0.04, abs=0.008)
+    assert (fast.true_acc[fast.onset] - fast.true_acc[fast.onset + 10]) == pytest.approx(0.10, abs=0.015)
+    assert (collapse.true_acc[collapse.onset] - collapse.true_acc[collapse.onset + 1]) == pytest.approx(0.15, abs=0.02)
+    with pytest.raises(ValueError, match="persistence"):
+        simulate_run(persistent_suite(1.0)["healthy"], n_items=10)
+
+
+def test_window_z_is_the_paired_test_of_the_best_window_since_the_best_step():
+    cb = GoodhartCallback(rule="glr", proxy_metric=None, z_threshold=100.0, collapse_z=100.0)  # never fires
+    rng = np.random.default_rng(0)
+    base = rng.random(400) < 0.6
+    runs = [base.copy() for _ in range(6)]
+    for k, drop in enumerate([0, 0, 0, 10, 20, 30]):  # items flipped to wrong at each evaluation
+        runs[k][np.flatnonzero(base)[:drop]] = False
+    for k, x in enumerate(runs):
+        cb.observe(10 * (k + 1), 0.0, float(x.mean()), x)
+    # best = evaluation 0 (smoothed peak, first on ties; reference = its window, evals 0-1); windows [j, 5], j >= 1
+    assert cb.best_step == 10
+    ref = np.mean(runs[0:2], axis=0)
+    candidates = []
+    for j in range(1, 6):
+        d = ref - np.mean(runs[j:6], axis=0)
+        candidates.append(d.mean() / (d.std(ddof=1) / math.sqrt(d.size)))
+    assert cb.history[-1]["z"] == pytest.approx(max(candidates))
+    last = ref - runs[5]
+    assert cb.history[-1]["z_last"] == pytest.approx(last.mean() / (last.std(ddof=1) / math.sqrt(400)))
+
+
+def test_threshold_is_flat_up_to_the_horizon_then_grows_like_the_gaussian_max():
+    cb = GoodhartCallback(rule="glr", z_threshold=4.0, horizon=40)
+    assert cb.threshold(1) == cb.threshold(40) == 4.0
+    assert cb.threshold(160) == pytest.approx(math.sqrt(16 + 2 * math.log(4)))
+    assert cb.threshold(80) < cb.threshold(160) < 4.4
+    with pytest.raises(ValueError, match="rule 'cusum'"):
+        GoodhartCallback(rule="cusum")
+    assert GoodhartCallback().rule == "paired_z" and GoodhartCallback().z_threshold == 3.5
+
+
+def outcomes(rule: str, scenario, runs: int) -> list:
+    return run_detector(scenario, runs, seed=11, rule=rule)
+
+
+def test_glr_catches_slow_declines_sooner_than_paired_z_on_persistent_items():
+    scenario = persistent_suite(0.8, item_memory=0.8)["hacked_slow"]
+    glr, old = outcomes("glr", scenario, 40), outcomes("paired_z", scenario, 40)
+    assert sum(o.detected for o in glr) >= sum(o.detected for o in old) >= 36
+    assert np.median([o.delay for o in glr if o.detected]) < np.median([o.delay for o in old if o.detected])
+    assert np.mean([o.regret for o in glr if o.detected]) <= 0.01
+    assert not any(o.fired for o in outcomes("glr", persistent_suite(0.8, item_memory=0.8)["healthy"], 40))
+
+
+def test_glr_state_round_trip_continues_identically():
+    run = simulate_run(PERSISTENT_SCENARIOS["hacked_fast"], n_items=300, seed=5)
+    a = GoodhartCallback(rule="glr")
+    for k in range(15):
+        a.observe(int(run.steps[k]), float(run.proxy[k]), float(run.gold[k]), run.items[k])
+    b = GoodhartCallback.from_state(json.loads(json.dumps(a.state())))
+    assert b.rule == "glr" and b.horizon == 40 and len(b.since_best) == len(a.since_best)
+    for k in range(15, 40):
+        args = (int(run.steps[k]), float(run.proxy[k]), float(run.gold[k]), run.items[k])
+        assert a.observe(*args) == b.observe(*args)
+    assert a.report() == b.report() and a.triggered
