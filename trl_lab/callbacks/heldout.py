@@ -277,6 +277,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         self.last_rewards: list[float | None] = []
         self.last_completions: list[str] = []
         self.last_step: int | None = None
+        self.last_metrics: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self._texts: list[str] | None = None
         if trainer is not None:
@@ -287,10 +288,18 @@ class HeldOutAccuracyCallback(TrainerCallback):
         """Log through ``trainer``; adds this callback (and a metrics logger, see ``metrics_log``) to it."""
         from trl_lab.callbacks.metrics_log import MetricsLoggerCallback
 
+        from transformers import EarlyStoppingCallback
+
         self.trainer = trainer
         callbacks = trainer.callback_handler.callbacks
         if self not in callbacks:
             trainer.add_callback(self)
+        stoppers = [i for i, c in enumerate(callbacks) if isinstance(c, EarlyStoppingCallback)]
+        if stoppers and callbacks.index(self) > stoppers[0]:
+            # on_evaluate runs in list order: the held-out metrics must be in the evaluation metrics before an
+            # EarlyStoppingCallback reads them (metric_for_best_model: heldout/accuracy).
+            callbacks.remove(self)
+            callbacks.insert(stoppers[0], self)
         if self.metrics_log and not any(isinstance(c, MetricsLoggerCallback) for c in callbacks):
             trainer.add_callback(MetricsLoggerCallback())
         return self
@@ -326,11 +335,28 @@ class HeldOutAccuracyCallback(TrainerCallback):
         if due or last:
             self._evaluate_and_log(args, state, control, kwargs.get("model"))
 
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        """Put the held-out results into the trainer's evaluation metrics, as ``eval_heldout/...``.
+
+        So ``metric_for_best_model: heldout/accuracy`` (``load_best_model_at_end``, ``save_strategy: best``) and
+        transformers' ``EarlyStoppingCallback`` work on them: ``Trainer.evaluate`` returns the dict its callbacks
+        received. The results are those of this step's held-out evaluation; when there is none yet (an
+        evaluation off the held-out schedule), the held-out set is evaluated now.
+        """
+        if metrics is None:
+            return
+        if self.last_step != state.global_step or not self.last_metrics:
+            self._evaluate_and_log(args, state, control, kwargs.get("model"))
+        runtime = next((k for k in metrics if k.endswith("_runtime")), "eval_runtime")
+        prefix = runtime[: -len("runtime")]
+        metrics.update({f"{prefix}{k}": v for k, v in self.last_metrics.items()})
+
     # --------------------------------------------------------------------------------- evaluation
     def evaluate(self, model: Any = None, step: int | None = None) -> dict[str, float]:
         """Evaluate the held-out set now with ``model`` (default: the trainer's); returns the ``heldout/*`` metrics.
 
-        Updates ``last_items``, ``last_rewards``, ``last_completions``, ``last_step`` and ``history``; logs nothing.
+        Updates ``last_items``, ``last_rewards``, ``last_completions``, ``last_step``, ``last_metrics`` and ``history``;
+        logs nothing.
         """
         trainer = self._require_trainer()
         accelerator = trainer.accelerator
@@ -414,6 +440,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
             values = [row[5][k] for row in rows if row[5][k] is not None]
             entry[f"proxy/{reward.name}"] = metrics[f"heldout/proxy/{reward.name}"] = (
                 sum(values) / len(values) if values else float("nan"))
+        self.last_metrics = dict(metrics)
         return metrics
 
     def _uses_vllm(self, trainer: Trainer) -> bool:
