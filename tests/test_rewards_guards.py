@@ -81,6 +81,19 @@ def test_global_default_timeout_from_the_environment(monkeypatch):
         default_timeout()
 
 
+def test_the_config_key_reward_timeout_is_the_runs_default_and_a_spec_still_wins(tmp_path, tiny_model_dir):
+    from tests.test_grpo_e2e import gsm_rows
+
+    args = tiny_config(GRPOConfig, tmp_path, num_generations=2, reward_timeout=7.5,
+                       rewards=["gsm8k", {"name": "gsm8k_format", "timeout": 30}])
+    trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=gsm_rows())
+    assert [f.timeout for f in trainer.reward_funcs] == [7.5, 30.0]
+    (off,), _ = build_rewards(["gsm8k"], default_timeout=0)
+    assert off.timeout is None
+    with pytest.raises(ValueError, match="reward_timeout must be a finite number of seconds"):
+        tiny_config(GRPOConfig, tmp_path, num_generations=2, reward_timeout=-3, rewards=["gsm8k"])
+
+
 @pytest.mark.parametrize("bad", [-1, "nan", "later", True])
 def test_a_bad_timeout_in_a_spec_names_the_reward(bad):
     with pytest.raises(RewardSpecError, match="rewards: timeout of reward 'gsm8k'"):

@@ -40,7 +40,7 @@ from trl_lab.merged_adapter import merged_lora
 from trl_lab.quantization import check_bitsandbytes
 from trl_lab.reward_models.gate import AuditSuiteReader, gate_reward_models, read_pairs_suite
 from trl_lab.rewards.learned_rm import LearnedRewardModel
-from trl_lab.rewards.registry import Reward, as_reward
+from trl_lab.rewards.registry import Reward, as_reward, parse_timeout
 from trl_lab.rewards.specs import RewardSpecDict, build_rewards, parse_reward_specs
 
 logger = hf_logging.get_logger(__name__)
@@ -66,6 +66,12 @@ class GRPOConfig(trl.GRPOConfig):
         },
     )
 
+    reward_timeout: float | None = field(
+        default=None,
+        metadata={"help": "Seconds a reward plugin call may take before the run stops with an error naming the "
+                  "plugin, for specs without their own `timeout` (0: no timeout). Unset: $TRL_LAB_REWARD_TIMEOUT, "
+                  "else 600."},
+    )
     rm_audit_data: str | None = field(
         default=None,
         metadata={
@@ -114,6 +120,8 @@ class GRPOConfig(trl.GRPOConfig):
         if self.max_steps == 0:
             raise ValueError("max_steps is 0: TRL would still run one step (at learning rate 0); give max_steps >= 1, "
                              "or -1 to train for num_train_epochs")
+        if self.reward_timeout is not None:
+            parse_timeout(self.reward_timeout, "reward_timeout")
         if self.rm_audit_limit is not None and self.rm_audit_limit < 1:
             raise ValueError(f"rm_audit_limit must be >= 1 (or None for every pair), got {self.rm_audit_limit}")
         _use_cpu_when_distributed_without_accelerator(self)
@@ -193,7 +201,9 @@ class GRPOTrainer(trl.GRPOTrainer):
         if reward_funcs is None:
             if not rewards:
                 raise ValueError("no rewards: set `rewards` in the config (e.g. `--rewards gsm8k gsm8k_format=0.2`)")
-            reward_funcs, args.reward_weights = build_rewards(rewards)
+            timeout = getattr(args, "reward_timeout", None)
+            reward_funcs, args.reward_weights = build_rewards(rewards,
+                                                              default_timeout="default" if timeout is None else timeout)
             _gate_learned_reward_models(reward_funcs, args, rm_audit_suite or read_pairs_suite)
         else:
             reward_funcs = [_wrap(f) for f in (reward_funcs if isinstance(reward_funcs, list) else [reward_funcs])]

@@ -134,8 +134,12 @@ def parse_reward_specs(items: Iterable[Any] | None, *, key: str = "rewards") -> 
     return specs
 
 
-def build_rewards(specs: Iterable[RewardSpec | Any], *, key: str = "rewards") -> tuple[list[Reward], list[float]]:
+def build_rewards(specs: Iterable[RewardSpec | Any], *, key: str = "rewards",
+                  default_timeout: float | None | str = "default") -> tuple[list[Reward], list[float]]:
     """Resolve specs to TRL's ``reward_funcs`` and ``reward_weights``.
+
+    ``default_timeout`` (seconds; 0 or None for none) is the timeout of plugins whose spec gives none; ``"default"``
+    keeps :func:`~trl_lab.rewards.registry.default_timeout` (``$TRL_LAB_REWARD_TIMEOUT``, else 600 s).
 
     Two plugins that would log under the same name (the same plugin with different options) get a
     ``#2``, ``#3``… suffix so TRL's per-reward metrics stay apart. Each reward gets its spec's ``timeout`` (else the
@@ -156,6 +160,8 @@ def build_rewards(specs: Iterable[RewardSpec | Any], *, key: str = "rewards") ->
         reward.weight = spec.weight
         if spec.timeout is not None:
             reward.timeout = spec.timeout or None
+        elif default_timeout != "default":
+            reward.timeout = parse_timeout(default_timeout, "reward_timeout")
         funcs.append(reward)
         weights.append(spec.weight)
     if not funcs:
