@@ -180,8 +180,8 @@ def test_kl_items_measures_the_first_items_only_and_equals_their_kl(tmp_path, ti
     import trl_lab.callbacks.kl_monitor as kl_monitor
 
     measured = []
-    real = kl_monitor.token_kl
-    monkeypatch.setattr(kl_monitor, "token_kl", lambda m, r, prompts, *a, **k: measured.append(len(prompts))
+    real = kl_monitor.token_kl_entropy
+    monkeypatch.setattr(kl_monitor, "token_kl_entropy", lambda m, r, prompts, *a, **k: measured.append(len(prompts))
                         or real(m, r, prompts, *a, **k))
     some = HeldOutAccuracyCallback(questions(6), max_new_tokens=8, batch_size=4, kl_items=2).bind(trainer)
     first_two = HeldOutAccuracyCallback(questions(6).select(range(2)), max_new_tokens=8, batch_size=4).bind(trainer)

@@ -8,6 +8,8 @@ else the newest checkpoint's) and ``goodhart.json`` if present (``triggered_step
 * ``report.png``: four stacked panels against step -- reward (and each reward plugin on the held-out answers),
   held-out accuracy (with its 95% Wilson interval, which stays inside [0, 1]),
   KL (TRL's training ``kl`` when ``beta > 0``, and ``heldout/kl_to_ref`` at any ``beta``), mean completion length (training and held-out) -- with the Goodhart trigger and best step as vertical lines;
+  when the run logged them, strict accuracy on the accuracy panel and a fifth panel of the held-out answers'
+  repetition, distinct-2 and policy entropy;
 * ``report.json``: final/best/initial held-out accuracy, final and peak reward, KL, lengths, steps, the
   Goodhart fields and the accuracy at the best step.
 
@@ -48,6 +50,10 @@ HELDOUT_KL = "heldout/kl_to_ref"
 TRAIN_LENGTH = "completions/mean_length"
 ZERO_STD = "frac_reward_zero_std"
 HELDOUT_LENGTH = "heldout/mean_length"
+STRICT_ACCURACY = "heldout/strict_accuracy"
+#: Label-free signals on the held-out answers, drawn in their own panel when a run logged them.
+ANSWER_SIGNALS = {"heldout/repetition": "repeated 3-grams", "heldout/distinct_2": "distinct-2"}
+HELDOUT_ENTROPY = "heldout/entropy"
 Z95 = 1.96
 
 PathLike = str | os.PathLike
@@ -237,9 +243,10 @@ def _plot_accuracy(ax: Any, entries: list[dict[str, Any]], color: Any = None, la
 
 
 def _report_figure(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None, title: str) -> Figure:
-    fig = Figure(figsize=(8, 10), layout="constrained")  # no pyplot: no global backend, no figure manager
-    axes = fig.subplots(4, 1, sharex=True)
-    ax_r, ax_a, ax_k, ax_l = axes
+    signals = any(k in e for e in entries for k in (*ANSWER_SIGNALS, HELDOUT_ENTROPY))
+    fig = Figure(figsize=(8, 12 if signals else 10), layout="constrained")  # no pyplot: no global backend
+    axes = fig.subplots(5 if signals else 4, 1, sharex=True)
+    ax_r, ax_a, ax_k, ax_l = axes[:4]
 
     steps, reward = series(entries, REWARD)
     if steps:
@@ -259,6 +266,10 @@ def _report_figure(entries: list[dict[str, Any]], goodhart: dict[str, Any] | Non
 
     if not _plot_accuracy(ax_a, entries, color="tab:purple", label="held-out accuracy (95% Wilson interval)"):
         _no_data(ax_a, "held-out accuracy")
+    s, v = series(entries, STRICT_ACCURACY)
+    if s:
+        ax_a.plot(s, v, color="tab:purple", linestyle=":", marker="s", markersize=3,
+                  label="strict accuracy (and a well-formed #### line)")
     ax_a.set_ylabel("held-out accuracy")
 
     steps, kl = series(entries, KL)
@@ -281,7 +292,20 @@ def _report_figure(entries: list[dict[str, Any]], goodhart: dict[str, Any] | Non
     if not plotted:
         _no_data(ax_l, "completion length")
     ax_l.set_ylabel("mean completion\nlength (tokens)")
-    ax_l.set_xlabel("step")
+    if signals:
+        ax_s = axes[4]
+        for key, label in ANSWER_SIGNALS.items():
+            s, v = series(entries, key)
+            if s:
+                ax_s.plot(s, v, marker="o", markersize=3, label=label)
+        ax_s.set_ylabel("held-out answers\n(share)")
+        s, v = series(entries, HELDOUT_ENTROPY)
+        if s:
+            twin = ax_s.twinx()
+            twin.plot(s, v, color="tab:gray", linestyle="--", marker="o", markersize=3, label="entropy (nats/token)")
+            twin.set_ylabel("policy entropy")
+            twin.legend(fontsize=7, loc="lower right")
+    axes[-1].set_xlabel("step")
 
     for ax in axes:
         _mark_steps(ax, goodhart, legend=True)

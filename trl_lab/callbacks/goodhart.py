@@ -433,10 +433,15 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         }
 
     def save_report(self, directory: str | os.PathLike) -> Path:
-        """Write :meth:`report` to ``directory/goodhart.json``; returns the path."""
+        """Write :meth:`report` to ``directory/goodhart.json`` (keeping a ``"health"`` entry there); returns the path."""
         path = Path(directory) / GOODHART_FILE
+        report = self.report()
+        if path.is_file():  # keep what a HealthMonitorCallback wrote there
+            health = json.loads(path.read_text()).get("health")
+            if health is not None:
+                report["health"] = health
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_finite(self.report()), indent=2))
+        path.write_text(json.dumps(_finite(report), indent=2))
         return path
 
     def state(self) -> dict[str, Any]:

@@ -13,6 +13,10 @@ TensorBoard / W&B / trackio and ``trainer.state.log_history`` all get:
   length) shows next to the accuracy it should have bought,
 * ``heldout/kl_to_ref``: the mean per-token ``KL(policy || reference)`` along the held-out answers, exact over
   the vocabulary (:mod:`~trl_lab.callbacks.kl_monitor`); it works at any ``beta``, ``0`` included, where TRL logs no KL,
+* ``heldout/entropy``: the policy's mean per-token entropy (nats) along the same answers, from the same pass,
+* ``heldout/repetition`` (mean over answers of the share of 3-grams repeating an earlier one of the answer),
+  ``heldout/distinct_2`` (distinct 2-grams over all 2-grams of all answers) and ``heldout/strict_accuracy``
+  (correct *and* a well-formed final ``#### N`` line) (:mod:`~trl_lab.callbacks.answer_signals`),
 * ``heldout/n`` and ``heldout/eval_seconds``.
 
 It keeps per-item correctness for the Goodhart detector (``last_items``, ``last_step``, ``history``) and
@@ -52,6 +56,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from trl_lab.callbacks.answer_signals import distinct_n, repeated_ngram_fraction, strict_correct
 from trl_lab.merged_adapter import merged_lora
 
 logger = logging.getLogger(__name__)
@@ -192,7 +197,8 @@ class HeldOutAccuracyCallback(TrainerCallback):
             (adapters off; TRL's ``"ref"`` adapter if it made one), else a frozen copy of the model taken at the
             first evaluation (one more copy of the weights; a warning says so, and when that evaluation is not
             at step 0, e.g. after a resume, that the reference is the model of that step).
-        kl_items: measure ``kl_to_ref`` on the first this-many items only (None: all). The KL is a per-token mean,
+        entropy: log ``heldout/entropy`` (on the same items as ``kl_to_ref``; free when the KL is measured).
+        kl_items: measure ``kl_to_ref`` and ``entropy`` on the first this-many items only (None: all). The KL is a per-token mean,
             so a few dozen answers give it tightly while accuracy needs hundreds; each item costs two
             teacher-forced passes (policy and reference), about as much as generating it on a CPU.
         merge_adapter: generate with the LoRA adapter merged (same tokens, faster; :mod:`trl_lab.merged_adapter`;
@@ -221,6 +227,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         format_reward: str | Callable[..., Any] | None = "gsm8k_format",
         proxy_rewards: Sequence[str | Callable[..., Any]] = (),
         kl_to_ref: bool = True,
+        entropy: bool = True,
         kl_items: int | None = None,
         generation: str = "auto",
         merge_adapter: bool = True,
@@ -258,6 +265,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         if kl_items is not None and (isinstance(kl_items, bool) or not isinstance(kl_items, int) or kl_items < 1):
             raise ValueError(f"kl_items must be a positive integer or None (every item), got {kl_items!r}")
         self.kl_to_ref = kl_to_ref
+        self.entropy = entropy
         self.kl_items = kl_items
         if generation not in ("auto", "transformers", "vllm"):
             raise ValueError(f"held-out generation must be 'auto', 'transformers' or 'vllm', got {generation!r}")
@@ -392,15 +400,18 @@ class HeldOutAccuracyCallback(TrainerCallback):
                         batch_size=self.batch_size,
                         progress=progress,
                     )
-            kls = self._kl_to_ref(gen_model, tokenizer, mine, ids, step) if self.kl_to_ref else [None] * len(mine)
+            measure = self.kl_to_ref or self.entropy
+            kls = self._token_stats(gen_model, tokenizer, mine, ids, step) if measure else [None] * len(mine)
         if progress is not None:
             progress.close()
-        rewards, formats, proxies = self._score(mine, ids, texts, trainer.state)
+        rewards, formats, proxies, stricts = self._score(mine, ids, texts, trainer.state)
+        eos_ids = _eos_ids(gen_model, tokenizer)
+        contents = [c[:-1] if c and c[-1] in eos_ids else c for c in ids]
 
         from accelerate.utils import gather_object
 
-        local = [(i, t, len(c), r, f, p, k)
-                 for i, t, c, r, f, p, k in zip(mine, texts, ids, rewards, formats, proxies, kls, strict=True)]
+        local = [(i, t, len(c), r, f, p, k, body, sc) for i, t, c, r, f, p, k, body, sc
+                 in zip(mine, texts, ids, rewards, formats, proxies, kls, contents, stricts, strict=True)]
         rows = sorted(gather_object(local) if world > 1 else local, key=lambda row: row[0])
         if [row[0] for row in rows] != list(range(n)):
             raise RuntimeError(f"held-out gather returned {len(rows)} results for {n} items")  # never silently skew
@@ -432,10 +443,15 @@ class HeldOutAccuracyCallback(TrainerCallback):
         }
         if self.format_reward is not None:
             metrics["heldout/format_rate"] = entry["format_rate"]
+        measured = [row[6] for row in rows if row[6] is not None]
+        tokens = sum(kl[2] for kl in measured)
         if self.kl_to_ref:
-            kl_rows = [row[6] for row in rows if row[6] is not None]
-            tokens = sum(kl[1] for kl in kl_rows)
-            entry["kl_to_ref"] = metrics["heldout/kl_to_ref"] = sum(kl[0] for kl in kl_rows) / tokens if tokens else 0.0
+            entry["kl_to_ref"] = metrics["heldout/kl_to_ref"] = sum(kl[0] for kl in measured) / tokens if tokens else 0.0
+        if self.entropy:
+            entry["entropy"] = metrics["heldout/entropy"] = sum(kl[1] for kl in measured) / tokens if tokens else 0.0
+        entry["repetition"] = metrics["heldout/repetition"] = sum(repeated_ngram_fraction(row[7], 3) for row in rows) / n
+        entry["distinct_2"] = metrics["heldout/distinct_2"] = distinct_n([row[7] for row in rows], 2)
+        entry["strict_accuracy"] = metrics["heldout/strict_accuracy"] = sum(row[8] for row in rows) / n
         for k, reward in enumerate(self.proxy_rewards):
             values = [row[5][k] for row in rows if row[5][k] is not None]
             entry[f"proxy/{reward.name}"] = metrics[f"heldout/proxy/{reward.name}"] = (
@@ -449,12 +465,13 @@ class HeldOutAccuracyCallback(TrainerCallback):
             raise ValueError("held-out generation='vllm' but the trainer has no TRL vLLM engine (set use_vllm=True)")
         return available and self.generation != "transformers"
 
-    def _kl_to_ref(self, model: Any, tokenizer: Any, indices: list[int], ids: list[list[int]],
-                   step: int) -> list[tuple[float, int] | None]:
-        """Per item of ``indices``: (KL sum, tokens), or None for items past ``kl_items`` (not measured)."""
-        from trl_lab.callbacks.kl_monitor import frozen_copy, reference_for, token_kl
+    def _token_stats(self, model: Any, tokenizer: Any, indices: list[int], ids: list[list[int]],
+                     step: int) -> list[tuple[float | None, float, int] | None]:
+        """Per item of ``indices``: (KL sum or None, entropy sum, tokens), or None for items past ``kl_items``."""
+        from trl_lab.callbacks import kl_monitor
+        from trl_lab.callbacks.kl_monitor import frozen_copy, reference_for
 
-        if self._reference is None:
+        if self.kl_to_ref and self._reference is None:
             self._reference = reference_for(model, getattr(self.trainer, "ref_model", None))
             if self._reference is None:
                 logger.warning(
@@ -471,18 +488,19 @@ class HeldOutAccuracyCallback(TrainerCallback):
             if i not in self._prompt_ids:
                 self._prompt_ids[i] = tokenizer(self._texts[i], add_special_tokens=False)["input_ids"]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        kls = token_kl(model, self._reference, [self._prompt_ids[indices[k]] for k in measured],
-                       [ids[k] for k in measured], pad_token_id=pad, batch_size=max(1, min(self.batch_size, 4)))
-        out: list[tuple[float, int] | None] = [None] * len(indices)
+        kls = kl_monitor.token_kl_entropy(
+            model, self._reference if self.kl_to_ref else None, [self._prompt_ids[indices[k]] for k in measured],
+            [ids[k] for k in measured], pad_token_id=pad, batch_size=max(1, min(self.batch_size, 4)))
+        out: list[tuple[float | None, float, int] | None] = [None] * len(indices)
         for k, kl in zip(measured, kls):
             out[k] = kl
         return out
 
     def _score(
         self, indices: list[int], ids: list[list[int]], texts: list[str], state: Any
-    ) -> tuple[list[float | None], list[float | None], list[tuple[float | None, ...]]]:
+    ) -> tuple[list[float | None], list[float | None], list[tuple[float | None, ...]], list[bool]]:
         if not indices:
-            return [], [], []
+            return [], [], [], []
         rows = self.dataset.select(indices)
         prompts = list(rows["prompt"])
         completions: list[Any] = [
@@ -493,14 +511,15 @@ class HeldOutAccuracyCallback(TrainerCallback):
         rewards = self.checker(**call)
         formats = self.format_reward(**call) if self.format_reward is not None else [None] * len(indices)
         proxies = list(zip(*(reward(**call) for reward in self.proxy_rewards))) or [()] * len(indices)
-        return rewards, formats, proxies
+        stricts = strict_correct([r is not None and r >= self.threshold for r in rewards], completions)
+        return rewards, formats, proxies, stricts
 
     def _write_table(self, trainer: Trainer, step: int, rows: list[tuple]) -> None:
         k = min(self.table_size, len(rows))
         if k <= 0:
             return
         records = []
-        for i, text, length, reward, fmt, proxies, kl in rows[:k]:
+        for i, text, length, reward, fmt, proxies, kl, body, strict in rows[:k]:
             item = self.dataset[i]
             prompt = item["prompt"]
             records.append(
@@ -514,7 +533,10 @@ class HeldOutAccuracyCallback(TrainerCallback):
                     "correct": reward is not None and reward >= self.threshold,
                     "format": fmt,
                     "length": length,
-                    **({"kl_to_ref": kl[0] / kl[1] if kl[1] else 0.0} if kl is not None else {}),
+                    "strict_correct": strict,
+                    "repetition": repeated_ngram_fraction(body, 3),
+                    **({"kl_to_ref": kl[0] / kl[2] if kl[2] else 0.0} if kl is not None and kl[0] is not None else {}),
+                    **({"entropy": kl[1] / kl[2] if kl[2] else 0.0} if kl is not None and self.entropy else {}),
                     **{f"proxy/{r.name}": v for r, v in zip(self.proxy_rewards, proxies)},
                 }
             )

@@ -9,7 +9,9 @@ completions instead, independent of the loss:
   can keep a frozen copy with :func:`frozen_copy`.
 * :func:`token_kl` returns, per completion, the sum and count over its tokens of the *exact* per-position
   ``KL(pi(. | context) || pi_ref(. | context))`` (summed over the whole vocabulary, not a sampled estimate),
-  teacher-forced along the given completion.
+  teacher-forced along the given completion;
+* :func:`token_kl_entropy` returns the same KL (or ``None`` without a reference) and, from the same forward pass,
+  the sum of the policy's own next-token entropy along the completion.
 
 :class:`~trl_lab.callbacks.HeldOutAccuracyCallback` uses it on its greedy held-out answers and logs
 ``heldout/kl_to_ref``. It differs from TRL's ``kl`` (the k3 estimate on the sampled training completions): same
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Reference", "frozen_copy", "reference_for", "token_kl"]
+__all__ = ["Reference", "frozen_copy", "reference_for", "token_kl", "token_kl_entropy"]
 
 
 @dataclass
@@ -88,7 +90,6 @@ def _log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return F.log_softmax(logits[:, :-1][target].float(), dim=-1)  # position t predicts token t + 1
 
 
-@torch.no_grad()
 def token_kl(
     policy: Any,
     reference: Reference,
@@ -104,12 +105,32 @@ def token_kl(
     position ids are the usual ``0..L-1``); the KL at a completion token is over the full next-token distribution
     that produced it. Empty completions give ``(0.0, 0)``. Both models are run as they are (call it in eval mode).
     """
+    rows = token_kl_entropy(policy, reference, prompts, completions, pad_token_id=pad_token_id, batch_size=batch_size)
+    return [(kl, n) for kl, _, n in rows]
+
+
+@torch.no_grad()
+def token_kl_entropy(
+    policy: Any,
+    reference: Reference | None,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int,
+    batch_size: int = 4,
+) -> list[tuple[float | None, float, int]]:
+    """Per completion: ``(KL sum or None without reference, sum of the policy's next-token entropy, tokens)``.
+
+    As :func:`token_kl`; the entropy ``-sum_v pi(v | context) log pi(v | context)`` (nats) at each position that
+    produced a completion token comes from the policy pass the KL needs anyway. ``reference=None`` runs the policy
+    only.
+    """
     if len(prompts) != len(completions):
         raise ValueError(f"token_kl: {len(prompts)} prompts but {len(completions)} completions")
     from trl.trainer.utils import pad
 
     device = next(policy.parameters()).device
-    results: list[tuple[float, int]] = []
+    results: list[tuple[float | None, float, int]] = []
     for start in range(0, len(prompts), batch_size):
         pairs = list(zip(prompts[start : start + batch_size], completions[start : start + batch_size]))
         if any(not p for p, _ in pairs):
@@ -122,10 +143,16 @@ def token_kl(
                      padding_value=False, padding_side="right")[:, :-1]
         ids, attention, target = ids.to(device), attention.to(device), target.to(device)
         logp = _log_probs(policy, ids, attention, target)
-        with reference.active(policy) as ref:
-            logq = _log_probs(ref, ids, attention, target)
-        kl = (logp.exp() * (logp - logq)).sum(-1).clamp_min(0.0)  # exact KL per position; clamp rounding below 0
-        rows = target.nonzero()[:, 0]  # the sequence of each target position, in the order of `kl`
-        sums = torch.zeros(len(pairs), dtype=kl.dtype, device=kl.device).index_add_(0, rows, kl)
-        results.extend(zip(sums.tolist(), target.sum(-1).tolist()))
-    return [(float(s), int(n)) for s, n in results]
+        rows = target.nonzero()[:, 0]  # the sequence of each target position, in the order of `logp`
+
+        def per_row(values: torch.Tensor) -> list[float]:
+            return torch.zeros(len(pairs), dtype=values.dtype, device=values.device).index_add_(0, rows, values).tolist()
+
+        entropy = per_row((-(logp.exp() * logp).sum(-1)).clamp_min(0.0))
+        kl: list[float | None] = [None] * len(pairs)
+        if reference is not None:
+            with reference.active(policy) as ref:
+                logq = _log_probs(ref, ids, attention, target)
+            kl = per_row((logp.exp() * (logp - logq)).sum(-1).clamp_min(0.0))  # exact KL; clamp rounding below 0
+        results.extend(zip(kl, entropy, target.sum(-1).tolist()))
+    return [(None if k is None else float(k), float(h), int(n)) for k, h, n in results]

@@ -1,0 +1,143 @@
+"""HealthMonitorCallback: warn when a run shows a hacked policy's label-free symptoms; optionally stop.
+
+The symptoms (read from the held-out evaluations that :class:`~trl_lab.callbacks.HeldOutAccuracyCallback` logs):
+
+* ``kl_growth``: ``heldout/kl_to_ref`` grew faster than ``kl_rate`` (nats per token per training step) since the
+  previous evaluation;
+* ``repetition_jump``: ``heldout/repetition`` is more than ``repetition_jump`` above its first value;
+* ``length_jump``: ``heldout/mean_length`` is more than ``length_ratio`` times its first value;
+* ``entropy_collapse``: ``heldout/entropy`` is below ``entropy_ratio`` times its first value.
+
+Each firing is logged as a warning, kept in :attr:`HealthMonitorCallback.warnings` and written under ``"health"`` in
+``output_dir/goodhart.json`` (next to the Goodhart verdict). With ``stop=True`` (off by default) a firing also stops
+training. Label-free signals are known to fire after the fact more often than they warn early: see
+``docs/goodhart.md`` for how often they fire on healthy runs before relying on ``stop``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from trl_lab.report import GOODHART_FILE
+
+__all__ = ["HealthMonitorCallback", "SIGNALS"]
+
+logger = logging.getLogger(__name__)
+
+#: Signal name -> the logged metric it reads.
+SIGNALS = {
+    "kl_growth": "heldout/kl_to_ref",
+    "repetition_jump": "heldout/repetition",
+    "length_jump": "heldout/mean_length",
+    "entropy_collapse": "heldout/entropy",
+}
+
+
+class HealthMonitorCallback(TrainerCallback):
+    """Warn (and with ``stop=True`` stop) on fast KL growth, repetition or length jumps, or an entropy collapse.
+
+    Args:
+        kl_rate: the fastest healthy growth of ``heldout/kl_to_ref``, nats per token per step (``None``: off).
+        repetition_jump: the largest healthy rise of ``heldout/repetition`` over its first value (``None``: off).
+        length_ratio: the largest healthy ``heldout/mean_length`` over its first value (``None``: off).
+        entropy_ratio: the smallest healthy ``heldout/entropy`` over its first value (``None``: off).
+        stop: stop training at the first firing (default off: warn only).
+    """
+
+    def __init__(
+        self,
+        *,
+        kl_rate: float | None = 0.05,
+        repetition_jump: float | None = 0.1,
+        length_ratio: float | None = 1.5,
+        entropy_ratio: float | None = 0.5,
+        stop: bool = False,
+    ):
+        for name, value in (("kl_rate", kl_rate), ("repetition_jump", repetition_jump),
+                            ("length_ratio", length_ratio), ("entropy_ratio", entropy_ratio)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"HealthMonitorCallback: {name} must be a positive number or None, got {value!r}")
+        if entropy_ratio is not None and entropy_ratio >= 1:
+            raise ValueError(f"HealthMonitorCallback: entropy_ratio must be below 1, got {entropy_ratio}")
+        if length_ratio is not None and length_ratio <= 1:
+            raise ValueError(f"HealthMonitorCallback: length_ratio must be above 1, got {length_ratio}")
+        self.kl_rate = kl_rate
+        self.repetition_jump = repetition_jump
+        self.length_ratio = length_ratio
+        self.entropy_ratio = entropy_ratio
+        self.stop = stop
+        self.first: dict[str, float] = {}  # metric -> its first logged value
+        self.previous: dict[str, tuple[int, float]] = {}  # metric -> (step, value) at the previous evaluation
+        self.warnings: list[dict[str, Any]] = []
+
+    def check(self, step: int, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+        """Check one evaluation's metrics at ``step``; returns (and records) the firings."""
+        values = {key: float(metrics[key]) for key in SIGNALS.values()
+                  if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])}
+        fired: list[dict[str, Any]] = []
+
+        def fire(signal: str, value: float, reference: float, limit: float) -> None:
+            fired.append({"step": int(step), "signal": signal, "metric": SIGNALS[signal], "value": value,
+                          "reference": reference, "limit": limit})
+
+        kl = values.get(SIGNALS["kl_growth"])
+        if self.kl_rate is not None and kl is not None and SIGNALS["kl_growth"] in self.previous:
+            last_step, last = self.previous[SIGNALS["kl_growth"]]
+            if step > last_step and (kl - last) / (step - last_step) > self.kl_rate:
+                fire("kl_growth", (kl - last) / (step - last_step), last, self.kl_rate)
+        for signal, key, limit, breached in (
+            ("repetition_jump", SIGNALS["repetition_jump"], self.repetition_jump, lambda v, r, t: v - r > t),
+            ("length_jump", SIGNALS["length_jump"], self.length_ratio, lambda v, r, t: r > 0 and v / r > t),
+            ("entropy_collapse", SIGNALS["entropy_collapse"], self.entropy_ratio, lambda v, r, t: r > 0 and v / r < t),
+        ):
+            if limit is not None and key in values and key in self.first and breached(values[key], self.first[key], limit):
+                fire(signal, values[key], self.first[key], limit)
+        for key, value in values.items():
+            self.first.setdefault(key, value)
+            self.previous[key] = (int(step), value)
+        for w in fired:
+            logger.warning("HealthMonitorCallback: %s at step %d (%s = %.4g; reference %.4g, limit %.4g)",
+                           w["signal"], step, w["metric"], w["value"], w["reference"], w["limit"])
+        self.warnings.extend(fired)
+        return fired
+
+    def report(self) -> dict[str, Any]:
+        """What goes under ``"health"`` in ``goodhart.json``."""
+        return {
+            "warnings": self.warnings,
+            "fired": sorted({w["signal"] for w in self.warnings}),
+            "rule": {"kl_rate": self.kl_rate, "repetition_jump": self.repetition_jump,
+                     "length_ratio": self.length_ratio, "entropy_ratio": self.entropy_ratio, "stop": self.stop},
+        }
+
+    def save_report(self, directory: str | os.PathLike) -> Path:
+        """Write :meth:`report` under ``"health"`` in ``directory/goodhart.json``, keeping what else it holds."""
+        path = Path(directory) / GOODHART_FILE
+        existing = json.loads(path.read_text()) if path.is_file() else {}
+        existing["health"] = self.report()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(existing, indent=2))
+        return path
+
+    # ----------------------------------------------------------------------------------- trainer hooks
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if not any(key in logs for key in SIGNALS.values()):
+            return
+        fired = self.check(int(state.global_step), logs)
+        if fired and state.is_world_process_zero:
+            self.save_report(args.output_dir)
+        if fired and self.stop:
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.save_report(args.output_dir)
