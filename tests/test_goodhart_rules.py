@@ -111,3 +111,13 @@ def test_glr_state_round_trip_continues_identically():
         args = (int(run.steps[k]), float(run.proxy[k]), float(run.gold[k]), run.items[k])
         assert a.observe(*args) == b.observe(*args)
     assert a.report() == b.report() and a.triggered
+
+
+def test_only_glr_keeps_the_per_item_results_since_the_best_step():
+    run = simulate_run(PERSISTENT_SCENARIOS["healthy"], n_items=50, seed=2)
+    old, glr = GoodhartCallback(), GoodhartCallback(rule="glr")
+    for k in range(12):
+        for cb in (old, glr):
+            cb.observe(int(run.steps[k]), float(run.proxy[k]), float(run.gold[k]), run.items[k])
+    best = next(i for i, e in enumerate(glr.history) if e["step"] == glr.best_step)
+    assert old.since_best == [] and len(glr.since_best) == 12 - 1 - best  # what a checkpoint's state holds

@@ -215,8 +215,9 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                              "z": None, "smoothed": None})
         self.window_items.append(items)
         del self.window_items[: -(2 * self.smoothing + 1)]
-        self.since_best.append(items)
-        self.since_best_se.append(se)
+        if self.rule == "glr":  # the windows since the best step (paired_z needs only the reference)
+            self.since_best.append(items)
+            self.since_best_se.append(se)
         self._finalize(len(self.history) - 1 - self.smoothing)
         z_last = self._drop_z(gold, se, items)
         z = self._window_z() if self.rule == "glr" else z_last
