@@ -233,7 +233,7 @@ class GRPOTrainer(trl.GRPOTrainer):
         if not self._generates_in_process():
             return super()._generate_single_turn(*args, **kwargs)
         policy = self.accelerator.unwrap_model(self.model)
-        sampler = self._low_precision_sampler(policy)
+        sampler = self.rollout_sampler()
         if sampler is not None:
             # TRL generates with `unwrap_model_for_generation(self.model_wrapped)`: hand it the copy for this call.
             wrapped = self.model_wrapped
@@ -248,10 +248,12 @@ class GRPOTrainer(trl.GRPOTrainer):
         with merged_lora(policy):
             return super()._generate_single_turn(*args, **kwargs)
 
-    def _low_precision_sampler(self, policy: nn.Module) -> LowPrecisionSampler | None:
-        """The sampler of ``generation_dtype``, built at the first generation; None (said once) where it does not
-        apply."""
+    def rollout_sampler(self) -> LowPrecisionSampler | None:
+        """The low-precision copy rollouts are generated with (``generation_dtype``), built on first use; None (said
+        once) where it does not apply. The held-out callback generates with it too, so that every evaluation, the
+        one before the first step included, decodes the way the rollouts do."""
         if not self._sampler_checked:
+            policy = self.accelerator.unwrap_model(self.model)
             self._sampler_checked = True
             dtype = parse_generation_dtype(getattr(self.args, "generation_dtype", None))
             reason = LowPrecisionSampler.applies_to(policy, dtype)
