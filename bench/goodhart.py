@@ -26,11 +26,13 @@ transformers' ``EarlyStoppingCallback`` (the real class driven with a fake Train
 the highest raw accuracy, as ``load_best_model_at_end`` does).
 
     python bench/goodhart.py [--runs 1000] [--items 500] [--seed 0] [--suite NAME ...]
+    python bench/goodhart.py --long --runs 300    # false alarms on healthy plateaus of 40 / 80 / 160 evaluations
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import time
@@ -123,6 +125,21 @@ def summarise(outcomes: list[Outcome], healthy: bool) -> str:
     return f"{100 * len(det) / n:5.1f}% {100 * early / n:5.1f}% {delay} {regret}"
 
 
+def long_runs(runs: int, items: int, seed: int) -> None:
+    """False alarms on healthy plateaus of 40 / 80 / 160 evaluations, per rule, with and without the rising threshold."""
+    for suite in ("original", "persistent"):
+        for n_evals in (40, 80, 160):
+            scenario = dataclasses.replace(SUITES[suite]["healthy"], n_evals=n_evals)
+            sims = list(simulate(scenario, runs, n_items=items, seed=seed))
+            cells = []
+            for rule in ("paired_z", "glr"):
+                for horizon, label in ((40, "40"), (10**9, "none")):
+                    detect = goodhart(True, rule=rule, horizon=horizon)
+                    fa = summarise([score(run, *detect(run)) for run in sims], healthy=True)
+                    cells.append(f"{rule} horizon {label}: {fa}")
+            print(f"{suite:10} {n_evals:3} evaluations | " + " | ".join(cells), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -130,8 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--suite", nargs="*", choices=list(SUITES), default=list(SUITES))
     parser.add_argument("--z", type=float, default=None, help="z_threshold of the glr rule (default: its default)")
+    parser.add_argument("--long", action="store_true", help="only false alarms on longer healthy runs")
     args = parser.parse_args(argv)
     logging.getLogger("trl_lab.callbacks.goodhart").setLevel(logging.ERROR)
+    if args.long:
+        long_runs(args.runs, args.items, args.seed)
+        return
 
     detectors: dict[str, Detector] = {
         "glr, per-item": goodhart(True, rule="glr", z_threshold=args.z),
