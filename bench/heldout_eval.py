@@ -10,7 +10,11 @@
 2. Share of training time at the default cadence: one GRPO step (the CPU demo's settings: batch 8 x 4
    generations, 128 new tokens, LoRA r16) is timed, and a held-out evaluation of ``--heldout-size`` items
    every ``--eval-steps`` steps is extrapolated from the measured items/s:
-   ``eval / (eval_steps * step + eval)``, with the default evaluation (KL monitor on).
+   ``eval / (eval_steps * step + eval)``, with the default evaluation: the KL monitor on, over the job's default
+   ``--kl-items`` (64) items only, as ``heldout_kl_items`` sets it.
+
+``--cpu-bf16`` runs all of it with the CPU demo's ``cpu_bf16: true`` (bf16 autocast, and rollouts and held-out
+answers from the trainer's bf16 copy); the "plain" baseline stays the fp32 model.
 
     python bench/heldout_eval.py                 # embedded SmolLM2-135M-Instruct, 32 items, 128 new tokens
     python bench/heldout_eval.py --model tiny    # the tiny random model: seconds, for a smoke test
@@ -67,6 +71,8 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=1, help="timed GRPO steps (after one warm-up step)")
     parser.add_argument("--eval-steps", type=int, default=50, help="evaluation cadence for the training share")
     parser.add_argument("--heldout-size", type=int, default=500, help="held-out size for the training share")
+    parser.add_argument("--kl-items", type=int, default=64, help="items the KL monitor measures (heldout_kl_items)")
+    parser.add_argument("--cpu-bf16", action="store_true", help="cpu_bf16: true, as the CPU demo config")
     args = parser.parse_args()
 
     import torch
@@ -97,7 +103,7 @@ def main() -> None:
         output_dir=f"{tmp.name}/run", rewards=["gsm8k", "gsm8k_format=0.2"], max_steps=1 + args.grpo_steps,
         per_device_train_batch_size=8, num_generations=4, max_completion_length=args.max_new_tokens,
         temperature=0.8, learning_rate=5e-5, beta=0.04, logging_steps=1, report_to="none", save_strategy="no",
-        use_cpu=True, bf16=False, activation_checkpointing=False, seed=42, disable_tqdm=True,
+        use_cpu=True, bf16=False, activation_checkpointing=False, seed=42, disable_tqdm=True, cpu_bf16=args.cpu_bf16,
     )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = GRPOTrainer(model=model_path, args=config, train_dataset=train, peft_config=lora)
@@ -156,7 +162,8 @@ def main() -> None:
     cb_s, plain_s = statistics.median(times["callback"]), statistics.median(times["plain"])
     kl_s = statistics.median(times["callback+kl"])
     cb_rate, plain_rate = args.items / cb_s, args.items / plain_s
-    eval_full = args.heldout_size / (args.items / kl_s)  # the default evaluation: KL monitor on
+    # The default evaluation: every item generated and scored, the KL monitor on its first `kl_items` items.
+    eval_full = args.heldout_size * cb_s / args.items + min(args.heldout_size, args.kl_items) * (kl_s - cb_s) / args.items
     share = eval_full / (args.eval_steps * step + eval_full)
     print()
     print(f"{'':10s} {'median s':>9s} {'items/s':>8s}")
@@ -170,7 +177,10 @@ def main() -> None:
           f"mean length {metrics['heldout/mean_length']:.1f} tokens")
     print(f"GRPO step (batch 8 x 4 generations, {args.max_new_tokens} new tokens, LoRA r16): median {step:.2f}s "
           f"over {max(1, len(step_times) - 1)} step(s)")
-    print(f"held-out eval of {args.heldout_size} items every {args.eval_steps} steps: {eval_full:.1f}s per eval vs "
+    print(f"bf16 {config.bf16}, generation_dtype {config.generation_dtype}, sampler "
+          f"{type(trainer.sampler).__name__ if trainer.sampler else None}")
+    print(f"held-out eval of {args.heldout_size} items (KL on {min(args.heldout_size, args.kl_items)}) every "
+          f"{args.eval_steps} steps: {eval_full:.1f}s per eval vs "
           f"{args.eval_steps * step:.1f}s of training -> eval is {share:.1%} of wall time "
           f"({eval_full / step:.1f} GRPO steps' worth per eval)")
     tmp.cleanup()

@@ -8,7 +8,12 @@ peak RSS is its own; runs alternate (trl, trl_lab, trl, trl_lab ...) so drift in
 Reported per variant (medians over the steps after the first, which warms caches): seconds per step, split into
 TRL's own timed phases (generation, the reference and policy log-prob passes) and the rest (backward, optimizer);
 peak RSS; and the loss of each step, which must match between the variants: trl_lab's speed-ups are exact in effect
-(same completions, same loss up to float rounding).
+(same completions, same loss up to float rounding). trl_lab runs the demo config's split of the training pass into two
+micro-batches of 4 (``gradient_accumulation_steps: 2``: one generation of 8 completions per step, as bare TRL's,
+and the same loss). A third variant, ``trl_lab+bf16``, adds ``cpu_bf16: true`` (bf16
+autocast for the training passes and a bf16 copy for generation, on CPUs with native bf16): faster and not exact,
+so its completions and losses differ from the other two (``bench/rollout.py`` and ``bench/sampler_quality.py``
+measure how much).
 
     python bench/step.py [--steps 4] [--repeats 1]
 
@@ -29,6 +34,9 @@ import time
 from collections import defaultdict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+VARIANTS = ("trl", "trl_lab", "trl_lab+bf16")
 
 
 def config_kwargs(out: str, steps: int) -> dict:
@@ -79,13 +87,18 @@ def worker(variant: str, steps: int) -> dict:
     else:
         from trl_lab import GRPOConfig, GRPOTrainer
 
-        args = GRPOConfig(rewards=["gsm8k", "gsm8k_format=0.2"], **config_kwargs(out, steps))
+        # As the CPU demo config: the loss and backward in two micro-batches of 4 (TRL's gradient accumulation; the
+        # same 8 completions per step, one generation, and the same loss -- TRL's dapo loss normalises by the
+        # generation batch's tokens), which halves the activations kept for the backward.
+        kwargs = {**config_kwargs(out, steps), "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
+        args = GRPOConfig(rewards=["gsm8k", "gsm8k_format=0.2"], **kwargs, cpu_bf16=variant == "trl_lab+bf16")
         trainer = GRPOTrainer(model=model, args=args, train_dataset=data, peft_config=peft, callbacks=[StepTimer()])
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return {"variant": variant, "threads": torch.get_num_threads(), "step_seconds": step_seconds,
             "phases": dict(phases), "losses": losses, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "cpu_tuning": repr(getattr(trainer, "cpu_tuning", None))}
+            "cpu_tuning": repr(getattr(trainer, "cpu_tuning", None)), "bf16": bool(args.bf16),
+            "generation_dtype": getattr(args, "generation_dtype", None)}
 
 
 def _median_after_first(values: list[float]) -> float:
@@ -96,14 +109,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--worker", choices=["trl", "trl_lab"], help=argparse.SUPPRESS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args.steps)))
         return
     runs: dict[str, list[dict]] = defaultdict(list)
     for repeat in range(args.repeats):
-        for variant in ("trl", "trl_lab"):
+        for variant in args.variants:
             out = subprocess.run([sys.executable, __file__, "--worker", variant, "--steps", str(args.steps)],
                                  capture_output=True, text=True, check=False)
             line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -124,16 +138,20 @@ def main() -> None:
         summary[variant] = {"step_s": step, "phases_s": {k: statistics.median(v) for k, v in phases.items()},
                             "peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in results),
                             "losses": results[0]["losses"], "cpu_tuning": results[0]["cpu_tuning"],
-                            "threads": results[0]["threads"]}
-    trl_s, lab_s = summary["trl"]["step_s"], summary["trl_lab"]["step_s"]
-    print(f"\n{'':28s} {'bare TRL':>10s} {'trl_lab':>10s}")
-    print(f"{'seconds per step':28s} {trl_s:10.1f} {lab_s:10.1f}   trl_lab is {trl_s / lab_s:.2f}x faster")
-    for name in sorted(set(summary["trl"]["phases_s"]) | set(summary["trl_lab"]["phases_s"])):
-        a, b = summary["trl"]["phases_s"].get(name, float("nan")), summary["trl_lab"]["phases_s"].get(name, float("nan"))
-        print(f"{'  ' + name:28s} {a:10.1f} {b:10.1f}")
-    print(f"{'peak RSS (GB)':28s} {summary['trl']['peak_rss_gb']:10.2f} {summary['trl_lab']['peak_rss_gb']:10.2f}")
-    print(f"losses  trl     {summary['trl']['losses']}\n        trl_lab {summary['trl_lab']['losses']}")
-    print(f"trl_lab cpu_tuning: {summary['trl_lab']['cpu_tuning']}; threads {summary['trl']['threads']}")
+                            "threads": results[0]["threads"], "bf16": results[0]["bf16"],
+                            "generation_dtype": results[0]["generation_dtype"]}
+    names = list(summary)
+    base = summary.get("trl", summary[names[0]])["step_s"]
+    print("\n" + f"{'':34s}" + "".join(f"{n:>14s}" for n in names))
+    print(f"{'seconds per step':34s}" + "".join(f"{summary[n]['step_s']:14.1f}" for n in names))
+    print(f"{'  x bare TRL':34s}" + "".join(f"{base / summary[n]['step_s']:14.2f}" for n in names))
+    for phase in sorted({p for n in names for p in summary[n]["phases_s"]}):
+        print(f"{'  ' + phase:34s}" + "".join(f"{summary[n]['phases_s'].get(phase, float('nan')):14.1f}" for n in names))
+    print(f"{'peak RSS (GB)':34s}" + "".join(f"{summary[n]['peak_rss_gb']:14.2f}" for n in names))
+    for n in names:
+        print(f"losses {n:14s} {summary[n]['losses']}")
+        print(f"  cpu_tuning {summary[n]['cpu_tuning']}; bf16 {summary[n]['bf16']}, generation_dtype "
+              f"{summary[n]['generation_dtype']}; threads {summary[n]['threads']}")
     print(json.dumps(summary))
 
 

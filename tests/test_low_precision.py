@@ -130,3 +130,28 @@ def test_bf16_autocast_log_probs_stay_within_the_stated_tolerance(tmp_path, tiny
     diff = (fp32 - bf16).abs()
     assert diff.max() < 0.05 and diff.mean() < 0.01
     assert torch.nn.functional.cosine_similarity(g32, g16, dim=0) > 0.99
+
+
+def test_held_out_answers_decode_with_the_rollout_copy_from_the_first_evaluation(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch):
+    from trl_lab.callbacks.heldout import HeldOutAccuracyCallback
+
+    args = tiny_config(GRPOConfig, tmp_path, rewards=["gsm8k_format"], num_generations=2, max_steps=1,
+                       generation_dtype="bfloat16")
+    trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=gsm_rows(),
+                          peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    callback = HeldOutAccuracyCallback(gsm_rows().select(range(2)), max_new_tokens=4, metrics_log=False,
+                                       show_progress=False, kl_to_ref=True).bind(trainer)
+    decoders = []
+    import trl_lab.callbacks.heldout as heldout
+
+    real = heldout.generate_greedy
+
+    def spy(model, *a, **k):
+        decoders.append(next(model.parameters()).dtype)
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(heldout, "generate_greedy", spy)
+    metrics = callback.evaluate(step=0)  # before any rollout: the copy is built here
+    assert decoders == [torch.bfloat16] and trainer.sampler is not None
+    assert metrics["heldout/kl_to_ref"] == pytest.approx(0.0, abs=1e-6)  # the KL monitor reads the fp32 policy

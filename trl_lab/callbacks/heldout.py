@@ -202,7 +202,8 @@ class HeldOutAccuracyCallback(TrainerCallback):
             so a few dozen answers give it tightly while accuracy needs hundreds; each item costs two
             teacher-forced passes (policy and reference), about as much as generating it on a CPU.
         merge_adapter: generate with the LoRA adapter merged (same tokens, faster; :mod:`trl_lab.merged_adapter`;
-            skipped where it would not be exact).
+            skipped where it would not be exact). A trainer with a low-precision rollout copy
+            (``generation_dtype``, e.g. ``cpu_bf16``) decodes the held-out answers with that copy instead.
         batch_size: prompts per ``generate`` call (per process).
         max_new_tokens: generation budget per item.
         table_size: completions of the first this-many items go to ``output_dir/heldout/step_NNNNNN.jsonl``.
@@ -390,10 +391,9 @@ class HeldOutAccuracyCallback(TrainerCallback):
                 if progress is not None:
                     progress.update(len(mine))
             else:
-                # The adapter merged for decoding only: the KL monitor below needs the unmerged model.
-                with merged_lora(gen_model) if self.merge_adapter else contextlib.nullcontext():
+                with self._decoder(trainer, gen_model) as decoder:
                     ids, texts = generate_greedy(
-                        gen_model,
+                        decoder,
                         tokenizer,
                         [self._texts[i] for i in mine],
                         max_new_tokens=self.max_new_tokens,
@@ -458,6 +458,22 @@ class HeldOutAccuracyCallback(TrainerCallback):
                 sum(values) / len(values) if values else float("nan"))
         self.last_metrics = dict(metrics)
         return metrics
+
+    @contextlib.contextmanager
+    def _decoder(self, trainer: Trainer, gen_model: Any) -> Any:
+        """What decodes the held-out answers: the trainer's low-precision rollout copy when it has one (trl_lab's
+        ``GRPOTrainer`` with ``generation_dtype``), so held-out answers decode as the rollouts do at every
+        evaluation; else ``gen_model``, its adapter merged for decoding only (the KL monitor needs it unmerged)."""
+        get_sampler = getattr(trainer, "rollout_sampler", None)
+        sampler = get_sampler() if callable(get_sampler) else None
+        if sampler is not None:
+            with sampler.generating(gen_model) as copy:
+                yield copy
+        elif self.merge_adapter:
+            with merged_lora(gen_model):
+                yield gen_model
+        else:
+            yield gen_model
 
     def _uses_vllm(self, trainer: Trainer) -> bool:
         available = bool(getattr(trainer, "use_vllm", False)) and getattr(trainer, "vllm_generation", None) is not None
