@@ -100,6 +100,12 @@ def test_cpu_bf16_sets_bf16_and_the_sampler_only_on_a_cpu_with_native_bf16(tmp_p
         args = tiny_config(GRPOConfig, tmp_path, rewards=["gsm8k_format"], num_generations=2, cpu_bf16=True)
     assert not args.bf16 and args.generation_dtype is None
     assert "no native bf16" in caplog.text
+    # As the CPU demo config has it: no use_cpu (transformers refuses bf16 without an accelerator unless it is set)
+    monkeypatch.setattr(grpo, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    args = GRPOConfig(output_dir=str(tmp_path / "o"), rewards=["gsm8k_format"], num_generations=2,
+                      per_device_train_batch_size=2, cpu_bf16=True, report_to="none")
+    assert args.bf16 and args.use_cpu and args.device.type == "cpu"
     with pytest.raises(ValueError, match="generation_dtype must be one of"):
         tiny_config(GRPOConfig, tmp_path, rewards=["gsm8k_format"], num_generations=2, generation_dtype="half-ish")
 

@@ -162,6 +162,7 @@ def _apply_cpu_bf16(config: Any) -> None:
                        "bf16 would be slower")
         return
     config.bf16 = True
+    config.use_cpu = True  # transformers refuses bf16 without an accelerator unless use_cpu says CPU is meant
     if config.generation_dtype is None:
         config.generation_dtype = "bfloat16"
 
