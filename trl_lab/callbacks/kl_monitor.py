@@ -83,11 +83,19 @@ def frozen_copy(policy: Any) -> Reference:
 
 def _log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Next-token log-probs at the ``target`` positions only, ``(n_targets, vocab)``: the vocabulary-wide softmax
-    is the costly part, and prompt and padding positions do not need it."""
-    logits = getattr(model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False), "logits", None)
+    is the costly part, and prompt and padding positions do not need it. The LM head projects only the positions
+    from the first target on (transformers' ``logits_to_keep``): most of a held-out sequence is its prompt."""
+    first = int(target.any(0).nonzero()[0]) if target.any() else target.shape[1]
+    keep = input_ids.shape[1] - first  # positions first .. L-1; position t predicts token t + 1
+    try:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep)
+    except TypeError:  # a model whose forward has no logits_to_keep: every position
+        out, first = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False), 0
+    logits = getattr(out, "logits", None)
     if logits is None:
         raise TypeError(f"KL to reference: {type(model).__name__}'s forward returned no logits (a patched forward?)")
-    return F.log_softmax(logits[:, :-1][target].float(), dim=-1)  # position t predicts token t + 1
+    logits = logits[:, -(input_ids.shape[1] - first):] if first else logits
+    return F.log_softmax(logits[:, :-1][target[:, first:]].float(), dim=-1)
 
 
 def token_kl(
