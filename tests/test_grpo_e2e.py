@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -106,8 +107,9 @@ def test_gsm8k_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm
     assert [e["step"] for e in heldout] == [0, 1]
     assert all(e["heldout/n"] == 4 and 0.0 <= e["heldout/accuracy"] <= 1.0 for e in heldout)
     names = [type(c).__name__ for c in trainer.callback_handler.callbacks]
-    assert {"HeldOutAccuracyCallback", "GoodhartCallback", "MetricsLoggerCallback"} <= set(names)
+    assert {"HeldOutAccuracyCallback", "GoodhartCallback", "HealthMonitorCallback", "MetricsLoggerCallback"} <= set(names)
     assert (run / "metrics.jsonl").exists() and (run / "report.png").exists()
+    assert "health" in json.loads((run / "goodhart.json").read_text())  # the health monitor's verdict beside Goodhart's
     # The job ends with the before/after summary a newcomer reads: reward, learning signal, accuracy, style.
     out = capsys.readouterr().out
     for line in ("reward (training)", "learning signal", "held-out accuracy", "heldout/format_rate",

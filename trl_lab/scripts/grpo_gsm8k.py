@@ -28,7 +28,7 @@ from typing import Any
 import trl
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from trl_lab.callbacks import GoodhartCallback, HeldOutAccuracyCallback, MetricsLoggerCallback
+from trl_lab.callbacks import GoodhartCallback, HealthMonitorCallback, HeldOutAccuracyCallback, MetricsLoggerCallback
 from trl_lab.callbacks.preemption import PreemptionCallback
 from trl_lab.data.gsm8k import heldout_gsm8k, load_gsm8k
 from trl_lab.data.gsm8k_pairs import gsm8k_audit_suite, read_pairs
@@ -116,6 +116,18 @@ class GSM8KScriptArguments(trl.ScriptArguments):
         metadata={"help": "With a held-out set: stop when reward rises while held-out accuracy falls, and restore "
                   "the best step's weights."},
     )
+    health_monitor: bool = field(
+        default=True,
+        metadata={"help": "With a held-out set: warn (log and goodhart.json) on fast KL growth, repetition or length "
+                  "jumps, or an entropy collapse of the held-out answers (trl_lab.callbacks.HealthMonitorCallback)."},
+    )
+    health_stop: bool = field(
+        default=False,
+        metadata={"help": "Stop training at the first health warning (off: label-free signals often fire late)."},
+    )
+    heldout_batch_size: int = field(
+        default=16, metadata={"help": "Held-out prompts per generate call (per process)."},
+    )
     goodhart_proxy_metric: str = field(
         default="reward",
         metadata={"help": "The logged metric the detector treats as the proxy (e.g. rewards/sentiment/mean)."},
@@ -143,7 +155,7 @@ class GSM8KScriptArguments(trl.ScriptArguments):
 
     def __post_init__(self) -> None:
         for key in ("heldout_size", "train_size", "heldout_eval_steps", "heldout_kl_items", "heldout_max_new_tokens",
-                    "max_prompt_tokens"):
+                    "heldout_batch_size", "max_prompt_tokens"):
             value, least = getattr(self, key), 0 if key == "heldout_size" else 1
             if value is not None and value < least:
                 raise ValueError(f"{key} must be >= {least}" + (" (0 turns the held-out evaluation off)"
@@ -287,7 +299,10 @@ def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments, heldo
         kl_to_ref=script_args.heldout_kl_to_ref,
         kl_items=script_args.heldout_kl_items,
         generation=script_args.heldout_generation,
+        batch_size=script_args.heldout_batch_size,
     ).bind(trainer)
+    if script_args.health_monitor:
+        trainer.add_callback(HealthMonitorCallback(stop=script_args.health_stop))
     if script_args.goodhart:
         trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout))
 
