@@ -144,7 +144,9 @@ def learned_rm(ctx) -> dict[str, Any]:
     from trl_lab.rewards.learned_rm import LearnedRewardModel
     from trl_lab.testing import save_tiny_classifier
 
-    rm = save_tiny_classifier(ctx["tmp"] / "rm")
+    # hidden 64: bitsandbytes' 4-bit CPU kernel (taken on CPUs with AVX512-BF16) packs weights in blocks of 64 input
+    # features and fails on narrower layers ("shape '[32, 0]' is invalid"); the default tiny width is 32.
+    rm = save_tiny_classifier(ctx["tmp"] / "rm", hidden_size=64)
     texts = ["The answer is 4.\n#### 4", "I think 5", "", "Great question! #### 7"]
     reference = LearnedRewardModel(str(rm), device="cpu")(completions=texts)
     out: dict[str, Any] = {}
