@@ -4,7 +4,7 @@
    left padding, checker + format scoring, gather, JSONL table) vs a plain loop of ``model.generate`` on the
    same prompts with the same batch size and budget, on the same model (LoRA adapters active, as in training).
    Runs alternate (A B C, then reversed, ...) so machine drift hits all alike. Goal: callback / plain >= 0.95,
-   with the callback's KL monitor off (``kl_to_ref=False``: generation and scoring only). The same evaluation with
+   with the callback's KL monitor off (``kl_to_ref=False, entropy=False``: generation and scoring only). The same evaluation with
    ``heldout/kl_to_ref`` on (the default: two teacher-forced forward passes, policy and reference) is timed too,
    and its cost is printed as a share of the evaluation.
 2. Share of training time at the default cadence: one GRPO step (the CPU demo's settings: batch 8 x 4
@@ -110,7 +110,7 @@ def main() -> None:
     def make_callback(kl_to_ref: bool) -> HeldOutAccuracyCallback:
         return HeldOutAccuracyCallback(
             data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, eval_on_train_begin=False,
-            eval_on_last_step=False, eval_steps=10**9, metrics_log=False, show_progress=False, kl_to_ref=kl_to_ref,
+            eval_on_last_step=False, eval_steps=10**9, metrics_log=False, show_progress=False, kl_to_ref=kl_to_ref, entropy=kl_to_ref,
         ).bind(trainer)
 
     callback, callback_kl = make_callback(False), make_callback(True)
