@@ -96,7 +96,7 @@ def test_gsm8k_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm
     config = write_tiny_run_config(
         tmp_path, tiny_model_dir, shared_gsm8k, heldout_size=4, heldout_eval_steps=1, heldout_max_new_tokens=6
     )
-    trainer = grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true"])
+    trainer = grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true", "--heldout_table_size", "3"])
     assert type(trainer.model).__name__.startswith("Peft")
     run = tmp_path / "run"
     assert (run / "adapter_config.json").exists()
@@ -110,6 +110,7 @@ def test_gsm8k_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm
     assert {"HeldOutAccuracyCallback", "GoodhartCallback", "HealthMonitorCallback", "MetricsLoggerCallback"} <= set(names)
     assert (run / "metrics.jsonl").exists() and (run / "report.png").exists()
     assert "health" in json.loads((run / "goodhart.json").read_text())  # the health monitor's verdict beside Goodhart's
+    assert len((run / "heldout" / "step_000001.jsonl").read_text().splitlines()) == 3  # --heldout_table_size
     # The job ends with the before/after summary a newcomer reads: reward, learning signal, accuracy, style.
     out = capsys.readouterr().out
     for line in ("reward (training)", "learning signal", "held-out accuracy", "heldout/format_rate",

@@ -128,6 +128,11 @@ class GSM8KScriptArguments(trl.ScriptArguments):
     heldout_batch_size: int = field(
         default=16, metadata={"help": "Held-out prompts per generate call (per process)."},
     )
+    heldout_table_size: int | None = field(
+        default=8,
+        metadata={"help": "Write the answers of the first N held-out items at every evaluation to "
+                  "output_dir/heldout/step_*.jsonl (None: every item, which a paired before/after test needs)."},
+    )
     goodhart_proxy_metric: str = field(
         default="reward",
         metadata={"help": "The logged metric the detector treats as the proxy (e.g. rewards/sentiment/mean)."},
@@ -155,7 +160,7 @@ class GSM8KScriptArguments(trl.ScriptArguments):
 
     def __post_init__(self) -> None:
         for key in ("heldout_size", "train_size", "heldout_eval_steps", "heldout_kl_items", "heldout_max_new_tokens",
-                    "heldout_batch_size", "max_prompt_tokens"):
+                    "heldout_batch_size", "heldout_table_size", "max_prompt_tokens"):
             value, least = getattr(self, key), 0 if key == "heldout_size" else 1
             if value is not None and value < least:
                 raise ValueError(f"{key} must be >= {least}" + (" (0 turns the held-out evaluation off)"
@@ -300,6 +305,7 @@ def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments, heldo
         kl_items=script_args.heldout_kl_items,
         generation=script_args.heldout_generation,
         batch_size=script_args.heldout_batch_size,
+        table_size=len(heldout_set) if script_args.heldout_table_size is None else script_args.heldout_table_size,
     ).bind(trainer)
     if script_args.health_monitor:
         trainer.add_callback(HealthMonitorCallback(stop=script_args.health_stop))
