@@ -18,6 +18,14 @@ from trl_lab import GRPOConfig, GRPOTrainer
 from trl_lab.low_precision_sampler import LowPrecisionSampler, parse_generation_dtype
 
 
+def bf16_sampler_trainer(tmp_path, model_dir, *, max_steps: int) -> GRPOTrainer:
+    """A tiny LoRA GRPO trainer whose rollouts come from a bf16 copy (``generation_dtype: bfloat16``)."""
+    args = tiny_config(GRPOConfig, tmp_path, rewards=["gsm8k_format"], num_generations=2, max_steps=max_steps,
+                       generation_dtype="bfloat16")
+    return GRPOTrainer(model=str(model_dir), args=args, train_dataset=gsm_rows(),
+                       peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+
+
 def test_the_sampler_holds_the_merged_weights_in_bf16_and_leaves_the_policy_bit_for_bit():
     policy, tok = lora_model()
     policy.eval()
@@ -69,10 +77,7 @@ def test_where_the_sampler_does_not_apply_it_says_why():
 
 
 def test_grpo_generates_from_the_bf16_copy_and_trains_the_fp32_policy(tmp_path, tiny_model_dir, monkeypatch):
-    args = tiny_config(GRPOConfig, tmp_path, rewards=["gsm8k_format"], num_generations=2, max_steps=2,
-                       generation_dtype="bfloat16")
-    trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=gsm_rows(),
-                          peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    trainer = bf16_sampler_trainer(tmp_path, tiny_model_dir, max_steps=2)
     dtypes = []
     real = LowPrecisionSampler.generating
 
@@ -89,6 +94,13 @@ def test_grpo_generates_from_the_bf16_copy_and_trains_the_fp32_policy(tmp_path, 
     assert trainer.model_wrapped is not trainer.sampler.model  # put back after each generation
     assert all(torch.equal(before[n], base_weights(policy)[n]) for n in before)  # LoRA trains, the base does not
     assert all(p.dtype == torch.float32 for p in policy.parameters())
+
+
+def test_no_rollout_copy_where_rollouts_do_not_come_from_this_processs_generate(tmp_path, tiny_model_dir,
+                                                                                monkeypatch):
+    trainer = bf16_sampler_trainer(tmp_path, tiny_model_dir, max_steps=1)
+    monkeypatch.setattr(trainer, "_generates_in_process", lambda: False)  # as under vLLM, DeepSpeed or FSDP
+    assert trainer.rollout_sampler() is None and trainer.sampler is None  # the held-out callback gets none either
 
 
 def test_cpu_bf16_sets_bf16_and_the_sampler_only_on_a_cpu_with_native_bf16(tmp_path, monkeypatch, caplog):
@@ -142,10 +154,7 @@ def test_held_out_answers_decode_with_the_rollout_copy_from_the_first_evaluation
                                                                                    monkeypatch):
     from trl_lab.callbacks.heldout import HeldOutAccuracyCallback
 
-    args = tiny_config(GRPOConfig, tmp_path, rewards=["gsm8k_format"], num_generations=2, max_steps=1,
-                       generation_dtype="bfloat16")
-    trainer = GRPOTrainer(model=str(tiny_model_dir), args=args, train_dataset=gsm_rows(),
-                          peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    trainer = bf16_sampler_trainer(tmp_path, tiny_model_dir, max_steps=1)
     callback = HeldOutAccuracyCallback(gsm_rows().select(range(2)), max_new_tokens=4, metrics_log=False,
                                        show_progress=False, kl_to_ref=True).bind(trainer)
     decoders = []

@@ -150,6 +150,7 @@ def _refuse_non_finite(config: Any) -> None:
 
 
 def _trains_on_cpu(args: TrainingArguments) -> bool:
+    """``use_cpu``, or no accelerator at all (CUDA, XPU, MPS, or an out-of-tree device such as NPU or HPU)."""
     return bool(args.use_cpu) or not torch.accelerator.is_available()
 
 
@@ -173,11 +174,8 @@ def _use_cpu_when_distributed_without_accelerator(args: TrainingArguments) -> No
     accelerate only forms a CPU process group (gloo) when told ``cpu=True``; otherwise every process
     silently trains alone on the full data. Must run before ``TrainingArguments`` sets up devices.
     """
-    if args.use_cpu or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    if torch.accelerator.is_available():  # CUDA, XPU, MPS, or an out-of-tree device (NPU, HPU...)
-        return
-    args.use_cpu = True
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _trains_on_cpu(args):
+        args.use_cpu = True
 
 
 class GRPOTrainer(trl.GRPOTrainer):
@@ -257,7 +255,8 @@ class GRPOTrainer(trl.GRPOTrainer):
             policy = self.accelerator.unwrap_model(self.model)
             self._sampler_checked = True
             dtype = parse_generation_dtype(getattr(self.args, "generation_dtype", None))
-            reason = LowPrecisionSampler.applies_to(policy, dtype)
+            reason = (LowPrecisionSampler.applies_to(policy, dtype) if self._generates_in_process()
+                      else "rollouts come from vLLM or sharded weights (DeepSpeed, FSDP)")
             if reason is None:
                 self.sampler = LowPrecisionSampler(policy, dtype)
             elif dtype is not None:
