@@ -267,3 +267,27 @@ def test_plugin_object_names_what_a_reward_refers_to_without_building_it():
     assert plugin_object("trl_lab.rewards.learned_rm:LearnedRewardModel") is LearnedRewardModel
     with pytest.raises(RewardPluginError, match="unknown reward 'lerned_rm'.*Did you mean 'learned_rm'"):
         plugin_object("lerned_rm")
+
+
+# --- coin_flip: the random-reward control -------------------------------------------------------------
+
+
+def test_coin_flip_ignores_the_answer_and_is_seeded(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    reward = get_reward("coin_flip", seed=3)
+    right, wrong = ["#### 4"] * 400, ["no idea"] * 400
+    flips = reward(completions=right) + reward(completions=wrong)
+    assert set(flips) == {0.0, 1.0}
+    assert abs(sum(flips) / len(flips) - 0.5) < 0.06  # 800 fair flips: 0.5 +- 3.5 standard errors
+    again = get_reward("coin_flip", seed=3)
+    assert again(completions=wrong) + again(completions=right) == flips  # the order of calls, not the text
+    assert get_reward("coin_flip", seed=4)(completions=right) != flips[:400]
+    monkeypatch.setenv("RANK", "1")
+    assert get_reward("coin_flip", seed=3)(completions=right) != flips[:400]  # each rank its own stream
+    assert get_reward("coin_flip", seed=0, p=0.0)(completions=right) == [0.0] * 400
+
+
+@pytest.mark.parametrize("kwargs", [{"seed": "1"}, {"seed": True}, {"p": 1.5}, {"p": -0.1}])
+def test_coin_flip_rejects_bad_options(kwargs):
+    with pytest.raises(RewardPluginError, match="reward plugin 'coin_flip' failed to build.*coin_flip: `(seed|p)`"):
+        get_reward("coin_flip", **kwargs)

@@ -168,8 +168,8 @@ def _is_factory(obj: Any) -> bool:
 
 
 #: The modules of the built-in plugins; each registers its rewards when imported (on first use of the registry).
-BUILTIN_MODULES = ("trl_lab.rewards.gsm8k", "trl_lab.rewards.learned_rm", "trl_lab.rewards.length",
-                   "trl_lab.rewards.sentiment")
+BUILTIN_MODULES = ("trl_lab.rewards.coin_flip", "trl_lab.rewards.gsm8k", "trl_lab.rewards.learned_rm",
+                   "trl_lab.rewards.length", "trl_lab.rewards.sentiment")
 
 
 def _load_builtins() -> None:
