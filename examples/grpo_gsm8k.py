@@ -11,6 +11,7 @@ overrides the config (``--max_steps 20``, ``--rewards gsm8k gsm8k_format=0.5``, 
 from pathlib import Path
 
 from trl_lab.scripts.grpo_gsm8k import main
+from trl_lab.scripts.utils import end_job
 
 if __name__ == "__main__":
-    main(default_config=Path(__file__).resolve().parent / "configs" / "grpo_gsm8k_cpu.yaml").end()
+    end_job(main(default_config=Path(__file__).resolve().parent / "configs" / "grpo_gsm8k_cpu.yaml"))

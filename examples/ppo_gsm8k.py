@@ -10,6 +10,7 @@ With no ``--config`` the CPU demo config ``configs/ppo_gsm8k_cpu.yaml`` is used.
 from pathlib import Path
 
 from trl_lab.scripts.ppo_gsm8k import main
+from trl_lab.scripts.utils import end_job
 
 if __name__ == "__main__":
-    main(default_config=Path(__file__).resolve().parent / "configs" / "ppo_gsm8k_cpu.yaml").end()
+    end_job(main(default_config=Path(__file__).resolve().parent / "configs" / "ppo_gsm8k_cpu.yaml"))

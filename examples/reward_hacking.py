@@ -15,6 +15,7 @@ plot is ``<output_dir>/report.png``. Every flag of the GRPO job (:mod:`trl_lab.s
 from pathlib import Path
 
 from trl_lab.scripts.grpo_gsm8k import main
+from trl_lab.scripts.utils import end_job
 
 if __name__ == "__main__":
-    main(default_config=Path(__file__).resolve().parent / "configs" / "reward_hacking_cpu.yaml").end()
+    end_job(main(default_config=Path(__file__).resolve().parent / "configs" / "reward_hacking_cpu.yaml"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -62,14 +63,32 @@ def write_tiny_run_config(tmp_path: Path, model_dir: Path, data_dir: Path, **ext
     return path
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, for the ranks' rendezvous.
+
+    accelerate's default (29500) is shared by every launch on the machine: a second launch running at the same
+    time (another test session, a helper's run) would join the first one's store and both would hang.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launch_two_cpu_processes(script: Path, *args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
     """Run ``script`` under ``accelerate launch`` with examples/accelerate/cpu_2proc.yaml; fails with its output."""
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "examples" / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port", str(free_port()),
         str(script), *args,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    hooks = REPO / "tests" / "launch_hooks"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{hooks}{os.pathsep}{REPO}",
+        "OMP_NUM_THREADS": "1",
+        "TRL_LAB_HANG_DUMP_S": os.environ.get("TRL_LAB_HANG_DUMP_S", "240"),
+    }
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-10000:]
     return out

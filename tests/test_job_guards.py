@@ -376,3 +376,24 @@ def test_preemption_callback_saves_and_stops_at_the_step_a_sigterm_arrives_in(tm
     assert preemption.stopped_at == trainer.state.global_step == 2
     assert [p.name for p in (tmp_path / "out").glob("checkpoint-*")] == ["checkpoint-2"]  # save_strategy is "no"
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_end_job_waits_for_every_rank_then_ends_then_settles(monkeypatch):
+    """The order that keeps a gloo rank from hanging in ~ProcessGroupGloo at exit (see end_job's docstring)."""
+    from trl_lab.scripts import utils
+
+    calls = []
+
+    class Accelerator:
+        def wait_for_everyone(self):
+            calls.append("wait")
+
+    class Trainer:
+        accelerator = Accelerator()
+
+        def end(self):
+            calls.append("end")
+
+    monkeypatch.setattr(utils.time, "sleep", lambda s: calls.append(("sleep", s)))
+    utils.end_job(Trainer())
+    assert calls == ["wait", "end", ("sleep", utils.SETTLE_S)] and utils.SETTLE_S > 0

@@ -38,7 +38,7 @@ from trl_lab.embedded_model import resolve_model_path
 from trl_lab.grpo import GRPOConfig, GRPOTrainer
 from trl_lab.report import format_summary, run_summary
 from trl_lab.rewards.registry import Reward
-from trl_lab.scripts.utils import apply_model_config, parse_job_args, refuse_previous_run
+from trl_lab.scripts.utils import apply_model_config, end_job, parse_job_args, refuse_previous_run
 
 logger = logging.getLogger(__name__)
 
@@ -364,4 +364,4 @@ def main(argv: list[str] | None = None, *, default_config: str | os.PathLike | N
 
 
 if __name__ == "__main__":
-    main().end()  # finish trackers, destroy the process group
+    end_job(main())  # every rank together: trackers finished, process group destroyed

@@ -14,6 +14,7 @@ import os
 
 from trl_lab.ppo import PPOConfig, PPOTrainer
 from trl_lab.scripts.grpo_gsm8k import run_gsm8k_job
+from trl_lab.scripts.utils import end_job
 
 __all__ = ["main"]
 
@@ -23,4 +24,4 @@ def main(argv: list[str] | None = None, *, default_config: str | os.PathLike | N
 
 
 if __name__ == "__main__":
-    main().end()  # finish trackers, destroy the process group
+    end_job(main())  # every rank together: trackers finished, process group destroyed

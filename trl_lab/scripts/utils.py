@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from trl import ModelConfig, TrlParser
 
 from trl_lab.quantization import check_bitsandbytes, wants_quantization
 
-__all__ = ["apply_model_config", "parse_job_args", "refuse_previous_run"]
+__all__ = ["apply_model_config", "end_job", "parse_job_args", "refuse_previous_run"]
 
 
 def parse_job_args(*dataclass_types: type, default_config: str | os.PathLike | None = None,
@@ -73,3 +74,22 @@ def refuse_previous_run(output_dir: str | os.PathLike | None, *, resuming: bool,
     raise ValueError(f"output_dir {str(out)!r} holds a previous run ({', '.join(found)}): a new run there would "
                      f"truncate its log and mix its checkpoints with the new ones. Resume it ({resume}), choose "
                      "another output_dir, or pass --overwrite_output_dir true to delete it and start afresh")
+
+
+#: Seconds every rank sleeps after the process group is destroyed, before its trainer is freed (see :func:`end_job`).
+SETTLE_S = 0.2
+
+
+def end_job(trainer: Any) -> None:
+    """End a job's ranks together: wait for every process, finish the trackers and destroy the process group
+    (``trainer.end()``), then release the GIL for a moment before the caller frees the trainer.
+
+    The pause is for gloo (CPU runs): its worker threads destroy finished collectives, which needs the GIL, while
+    the last reference to a ``ProcessGroupGloo`` -- DDP's reducer, freed with the trainer after the group is
+    destroyed -- joins those threads holding the GIL. Freed while a worker still held a finished all-gather, a rank
+    hung there forever (gdb: ``~ProcessGroupGloo`` in ``std::thread::join``, a ``pt_gloo_runloop`` thread in
+    ``~AsyncAllgatherWork`` waiting for the GIL; 1 run in about 10 of the two-process CPU test).
+    """
+    trainer.accelerator.wait_for_everyone()
+    trainer.end()
+    time.sleep(SETTLE_S)  # the workers finish destroying their last collectives while nothing holds the GIL
