@@ -33,8 +33,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-__all__ = ["RunReport", "format_summary", "load_goodhart", "load_log_history", "run_summary", "series",
-           "write_overlay_report", "write_report"]
+__all__ = ["RunReport", "format_summary", "load_goodhart", "load_log_history", "mcnemar_exact", "run_summary",
+           "series", "write_overlay_report", "write_report"]
 
 METRICS_FILE = "metrics.jsonl"
 GOODHART_FILE = "goodhart.json"
@@ -216,6 +216,21 @@ def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(before: Sequence[bool], after: Sequence[bool]) -> dict[str, Any]:
+    """Exact (binomial) two-sided McNemar test of paired outcomes, e.g. the same held-out items before and after.
+
+    Only the discordant items count: ``only_before`` right before and wrong after, ``only_after`` the reverse; under
+    no change each discordant item is a fair coin. Returns both counts and ``p`` (1.0 with no discordant item).
+    """
+    if len(before) != len(after):
+        raise ValueError(f"mcnemar_exact: {len(before)} outcomes before but {len(after)} after")
+    only_before = sum(bool(a) and not bool(b) for a, b in zip(before, after))
+    only_after = sum(bool(b) and not bool(a) for a, b in zip(before, after))
+    m, k = only_before + only_after, min(only_before, only_after)
+    p = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2**m) if m else 1.0
+    return {"n": len(before), "only_before": only_before, "only_after": only_after, "p": p}
 
 
 def _accuracy_band(entries: list[dict[str, Any]], steps: list[int], acc: list[float]) -> tuple[list[float], list[float]]:

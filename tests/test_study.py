@@ -1,0 +1,85 @@
+"""The study's one-command runner (issue 15): arms, flags, and the smallest run of an arm on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trl_lab.scripts import study
+
+TINY = ("--lora_target_modules", "q_proj", "v_proj", "--lora_r", "4", "--lora_alpha", "8", "--max_steps", "2",
+        "--save_steps", "1", "--heldout_size", "4", "--heldout_eval_steps", "1", "--heldout_max_new_tokens", "6",
+        "--heldout_kl_items", "2", "--max_completion_length", "8", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--num_generations", "2", "--train_size", "8", "--cpu_bf16", "false",
+        "--use_cpu", "true")
+
+
+def test_every_arm_shares_the_task_and_the_later_flag_wins():
+    healthy = study.arm_argv("healthy", 44, "runs")
+    assert healthy[:2] == ["--config", str(study.CONFIGS / "grpo_gsm8k_cpu.yaml")]
+    assert healthy[2:2 + len(study.STUDY_FLAGS)] == list(study.STUDY_FLAGS)
+    assert healthy[healthy.index("--output_dir") + 1] == "runs/arm1_healthy/seed44"
+    random = study.arm_argv("random", 7, "runs", ("--max_steps", "3"))
+    assert "{name: coin_flip, kwargs: {seed: 7}}" in random and random[-2:] == ["--max_steps", "3"]
+    assert study.arm_argv("ppo", 1)[1].endswith("ppo_gsm8k_cpu.yaml")
+    with pytest.raises(ValueError, match=r"unknown arm 'leash' \(arm 7.*not built yet\); the arms are"):
+        study.arm_argv("leash", 1)
+
+
+def test_dry_run_prints_the_job_command(capsys):
+    study.main(["--arm", "verbosity", "--seed", "3", "--dry_run"])
+    out = capsys.readouterr().out
+    assert out.startswith("python -m trl_lab.scripts.grpo_gsm8k --config ")
+    assert "mode: verbosity" in out and "--seed 3" in out and "arm4_verbosity/seed3" in out
+
+
+def test_random_arm_smallest_run_on_a_tiny_model(tmp_path, tiny_model_dir):
+    trainer = study.main(["--arm", "random", "--seed", "5", "--output_root", str(tmp_path),
+                          "--model_name_or_path", str(tiny_model_dir), *TINY])
+    out = tmp_path / "arm2_random" / "seed5"
+    assert trainer.reward_func_names == ["coin_flip"]
+    assert [e["step"] for e in trainer.state.log_history if "heldout/accuracy" in e] == [0, 1, 2]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]  # for the audit
+    record = json.loads((out / "study_run.json").read_text())
+    assert record["arm"] == "random" and record["seed"] == 5 and record["steps"] == 2
+    assert record["command"].startswith("python -m trl_lab.scripts.study --arm random --seed 5 ")
+    assert record["job_argv"] == study.arm_argv("random", 5, tmp_path,
+                                                ("--model_name_or_path", str(tiny_model_dir), *TINY))
+    assert isinstance(record["cpu_native_bf16"], bool) and record["peak_rss_gb"] > 0
+
+
+def _fake_run(folder, seed, correct_by_step, reward):
+    """A run folder as the job writes it: metrics.jsonl with held-out evaluations, and every held-out answer."""
+    (folder / "heldout").mkdir(parents=True)
+    n = len(next(iter(correct_by_step.values())))
+    lines = [{"step": s, "reward": r} for s, r in enumerate(reward, start=1)]
+    for step, correct in correct_by_step.items():
+        lines.append({"step": step, "heldout/accuracy": sum(correct) / n, "heldout/n": n, "heldout/mean_length": 50.0 - step})
+        rows = [{"step": step, "index": i, "correct": c} for i, c in enumerate(correct)]
+        (folder / "heldout" / f"step_{step:06d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    (folder / "study_run.json").write_text(json.dumps({"seed": seed, "cpu_native_bf16": False}))
+
+
+def test_summary_pairs_the_same_items_and_counts_significant_gains(tmp_path):
+    from trl_lab.scripts import study_summary
+
+    before = [True] * 10 + [False] * 30
+    after = [False] * 2 + [True] * 8 + [True] * 16 + [False] * 14  # 2 lost, 16 gained
+    _fake_run(tmp_path / "arm1_healthy" / "seed1", 1, {0: before, 10: after}, [0.1] * 5 + [0.5] * 5)
+    _fake_run(tmp_path / "arm1_healthy" / "seed2", 2, {0: before, 5: after, 10: before}, [0.2] * 10)
+    result = study_summary.summarise_study(tmp_path, figures=False)
+    arm = result["arms"]["healthy"]
+    one, two = arm["runs"]
+    assert one["accuracy_step0"] == 0.25 and one["accuracy_final"] == pytest.approx(24 / 40)
+    assert one["paired_final"]["only_before"] == 2 and one["paired_final"]["only_after"] == 16
+    # Exact binomial: 2 * P(X <= 2 | 18, 1/2) = 2 * (1 + 18 + 153) / 2**18.
+    assert one["paired_final"]["p"] == pytest.approx(2 * 172 / 2**18)
+    assert one["reward_first5"] == pytest.approx(0.1) and one["reward_last5"] == pytest.approx(0.5)
+    assert two["best_step"] == 5 and two["gain_final"] == 0 and two["paired_final"]["p"] == 1.0
+    assert arm["seeds"] == [1, 2] and arm["paired_tests"] == 2
+    assert arm["significant_gains"] == 1 and arm["significant_losses"] == 0
+    assert json.loads((tmp_path / "study.json").read_text())["arms"]["healthy"]["gain_final_mean"] == pytest.approx(
+        (24 / 40 - 0.25) / 2)
+    assert "| 1 healthy | 1 | 0.250 |" in study_summary.format_table(result)

@@ -1,0 +1,182 @@
+"""The study of issue 15: the seeds' experiments on the embedded model, one arm and seed per command.
+
+    python -m trl_lab.scripts.study --list                          # the arms and the job flags each one sets
+    python -m trl_lab.scripts.study --arm healthy --seed 44         # arm 1, seed 44 -> outputs/study/arm1_healthy/seed44
+    python -m trl_lab.scripts.study --arm random --seed 42 --dry_run             # print the job's command only
+    python -m trl_lab.scripts.study --arm healthy --seed 1 --max_steps 4         # any job flag overrides the arm's
+
+Every arm is the GSM8K job (:mod:`trl_lab.scripts.grpo_gsm8k`, or its PPO twin) on the study's task -- reasoning-gym
+``basic_arithmetic`` with two one-digit terms, the rung of the task ladder where the embedded SmolLM2-135M scores
+20.7% at step 0 (``docs/results/task_ladder``) -- scored by the same ``gsm8k`` checker on 256 held-out questions that
+never occur in train, every answer kept (``heldout_table_size: None``) so that before and after can be compared
+item by item. The arms differ only in the flags :data:`ARMS` lists; the base is the CPU demo config
+(``examples/configs/grpo_gsm8k_cpu.yaml``, or ``ppo_gsm8k_cpu.yaml`` for PPO). An adapter is saved every
+:data:`SAVE_STEPS` steps (``checkpoint-*``, model only), so that the truth for the detector's score can be measured
+afterwards on a separate, larger audit set.
+
+Beside the job's own files (``metrics.jsonl``, ``report.png``, ``goodhart.json``, ``heldout/``) the run folder gets
+``study_run.json``: the arm, seed, exact job flags, wall time, peak RSS, library versions and whether this CPU ran
+bf16 natively (the demo config's ``cpu_bf16`` falls back to fp32 where it does not, which changes the numerics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "main", "run_arm"]
+
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
+
+#: The task, held-out set and budget every arm shares (arm 1's seeds 42 and 43 ran exactly these).
+STUDY_FLAGS: tuple[str, ...] = (
+    "--dataset_source", "reasoning_gym",
+    "--dataset_task", "basic_arithmetic",
+    "--dataset_task_config", '{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}',
+    "--heldout_size", "256",
+    "--heldout_eval_steps", "25",
+    "--heldout_table_size", "None",
+    "--max_steps", "50",
+)
+
+#: Steps between saved adapters (``checkpoint-N``, weights only): what the offline audit evaluates.
+SAVE_STEPS = 5
+
+
+@dataclass(frozen=True)
+class StudyArm:
+    """One arm: its number in issue 15, the job it runs, the flags it adds (``{seed}`` is replaced) and what it
+    shows."""
+
+    number: int
+    job: str  # "grpo" | "ppo"
+    flags: tuple[str, ...]
+    shows: str
+
+    @property
+    def config(self) -> Path:
+        return CONFIGS / ("ppo_gsm8k_cpu.yaml" if self.job == "ppo" else "grpo_gsm8k_cpu.yaml")
+
+
+ARMS: dict[str, StudyArm] = {
+    "healthy": StudyArm(1, "grpo", (), "GRPO on the checker (+0.2 format): does held-out accuracy rise with reward?"),
+    "random": StudyArm(
+        2, "grpo", ("--rewards", "{name: coin_flip, kwargs: {seed: {seed}}}"),
+        "the same run with a fair coin for reward, blind to the answer: how much of arm 1 is format or noise",
+    ),
+    "ppo": StudyArm(
+        3, "ppo",
+        # The GRPO arms generate 2 prompts x 4 completions of <= 64 tokens per step; PPO 8 prompts x 1, in two
+        # micro-batches of 4, for the same steps: equal generated tokens. lr as the GRPO arms (LoRA).
+        ("--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--num_generations", "1",
+         "--max_completion_length", "64", "--temperature", "0.8", "--learning_rate", "5e-4",
+         "--train_size", "256", "--heldout_max_new_tokens", "64", "--heldout_kl_items", "16"),
+        "trl_lab's PPO (critic + GAE) with arm 1's reward, data and generated tokens",
+    ),
+    "verbosity": StudyArm(
+        4, "grpo",
+        ("--rewards", "gsm8k", "{name: length, weight: 0.5, kwargs: {mode: verbosity, max_length: 64}}",
+         "--beta", "0", "--temperature", "1.0", "--lr_scheduler_type", "constant",
+         "--max_steps", "30", "--heldout_eval_steps", "5"),
+        "the checker + half a correct answer's worth for length (the existing one-seed run, replicated): "
+        "reward rises by padding while accuracy falls; the detector should stop near the peak",
+    ),
+}
+
+PLANNED = {
+    "flawed_rm": "arm 5: an RM trained with a length bias, audited, refused by the gate, then optimised against",
+    "sentiment": "arm 6: a learned sentiment RM on a real backbone",
+    "leash": "arm 7: arm 5's flawed RM at beta 0.05, 0.005 and 0",
+}
+
+
+def run_dir(arm: str, seed: int, output_root: str | Path) -> Path:
+    return Path(output_root) / f"arm{ARMS[arm].number}_{arm}" / f"seed{seed}"
+
+
+def arm_argv(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = ()) -> list[str]:
+    """The job flags of ``arm`` at ``seed``: config, the shared flags, the arm's, then ``extra`` (which win)."""
+    if arm not in ARMS:
+        planned = f" ({PLANNED[arm]}: not built yet)" if arm in PLANNED else ""
+        raise ValueError(f"study: unknown arm {arm!r}{planned}; the arms are {sorted(ARMS)}")
+    spec = ARMS[arm]
+    flags = [f.replace("{seed}", str(seed)) for f in spec.flags]
+    return ["--config", str(spec.config), *STUDY_FLAGS, *flags,
+            "--seed", str(seed), "--output_dir", str(run_dir(arm, seed, output_root)),
+            "--save_strategy", "steps", "--save_steps", str(SAVE_STEPS), "--save_only_model", "true", *extra]
+
+
+def _versions() -> dict[str, Any]:
+    import torch
+    import transformers
+    import trl
+
+    from trl_lab.cpu_tuning import cpu_has_native_bf16
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "trl": trl.__version__, "cpu_native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
+
+
+def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = ()) -> Any:
+    """Run one arm at one seed in this process; returns the trainer (``end_job`` it when done)."""
+    from trl_lab.grpo import GRPOConfig, GRPOTrainer
+    from trl_lab.ppo import PPOConfig, PPOTrainer
+    from trl_lab.scripts.grpo_gsm8k import run_gsm8k_job
+
+    argv = arm_argv(arm, seed, output_root, extra)
+    trainer_cls, config_cls = (PPOTrainer, PPOConfig) if ARMS[arm].job == "ppo" else (GRPOTrainer, GRPOConfig)
+    start = time.monotonic()
+    trainer = run_gsm8k_job(trainer_cls, config_cls, None, argv)
+    if trainer.accelerator.is_main_process:
+        record = {
+            "arm": arm, "number": ARMS[arm].number, "seed": seed, "shows": ARMS[arm].shows,
+            "command": "python -m trl_lab.scripts.study " + shlex.join(["--arm", arm, "--seed", str(seed), *extra]),
+            "job_argv": argv, "steps": trainer.state.global_step, "wall_s": round(time.monotonic() - start, 1),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            **_versions(),
+        }
+        out = Path(trainer.args.output_dir)
+        (out / "study_run.json").write_text(json.dumps(record, indent=2) + "\n")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--arm", choices=sorted(ARMS), help="which arm to run")
+    parser.add_argument("--seed", type=int, help="the run's seed (training and its held-out sample)")
+    parser.add_argument("--output_root", default="outputs/study", help="runs go to <root>/arm<N>_<arm>/seed<S>")
+    parser.add_argument("--dry_run", action="store_true", help="print the job command and stop")
+    parser.add_argument("--list", action="store_true", help="list the arms and stop")
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for name, spec in sorted(ARMS.items(), key=lambda kv: kv[1].number):
+            print(f"arm {spec.number} {name} ({spec.job}): {spec.shows}\n    {shlex.join(spec.flags) or '(no flags)'}")
+        for name, what in PLANNED.items():
+            print(f"{name}: {what} (not built yet)")
+        print(f"shared: {shlex.join(STUDY_FLAGS)}")
+        return None
+    if args.arm is None or args.seed is None:
+        parser.error("--arm and --seed are required (or --list)")
+    if args.dry_run:
+        job = "ppo_gsm8k" if ARMS[args.arm].job == "ppo" else "grpo_gsm8k"
+        print(f"python -m trl_lab.scripts.{job} " + shlex.join(arm_argv(args.arm, args.seed, args.output_root,
+                                                                            tuple(extra))))
+        return None
+    return run_arm(args.arm, args.seed, args.output_root, tuple(extra))
+
+
+if __name__ == "__main__":
+    from trl_lab.scripts.utils import end_job
+
+    trainer = main()
+    if trainer is not None:
+        end_job(trainer)

@@ -1,0 +1,153 @@
+"""Summarise the study's runs: one row per run, one line per arm, a figure per arm with its seeds overlaid.
+
+    python -m trl_lab.scripts.study_summary docs/results/study       # reads <root>/arm*/seed*/
+
+For each run folder (the layout :mod:`trl_lab.scripts.study` writes: ``arm<N>_<arm>/seed<S>/``) it reads
+``metrics.jsonl``, ``goodhart.json``, ``study_run.json`` and the held-out answers (``heldout/step_*.jsonl``), and
+gives: held-out accuracy at step 0, at its best evaluation and at the last one; the exact paired McNemar test of
+step 0 against the last and the best evaluation, where every held-out answer was kept (else ``null``: a paired test
+needs the same items at both steps); the train reward over the first and last five steps; strict accuracy, format
+rate and mean answer length at step 0 and at the end; the KL to the reference at the end; the detector's trigger.
+Writes ``<root>/study.json`` (every number), ``<root>/arm<N>_<arm>/seeds.png`` (the arm's seeds overlaid: reward,
+held-out accuracy, KL) and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
+
+__all__ = ["arm_summary", "main", "run_record", "summarise_study"]
+
+_RUN = re.compile(r"arm(\d+)_(\w+)$")
+
+
+def _answers(run: Path, step: int) -> dict[int, bool] | None:
+    table = run / "heldout" / f"step_{step:06d}.jsonl"
+    if not table.is_file():
+        return None
+    return {row["index"]: bool(row["correct"]) for row in map(json.loads, table.read_text().splitlines()) if row}
+
+
+def _paired(run: Path, first: int, later: int, n: int) -> dict[str, Any] | None:
+    a, b = _answers(run, first), _answers(run, later)
+    if a is None or b is None or len(a) != n or set(a) != set(b):
+        return None  # only the first few answers were kept: no paired test
+    items = sorted(a)
+    return mcnemar_exact([a[i] for i in items], [b[i] for i in items])
+
+
+def _at(entries: list[dict[str, Any]], key: str, step: int) -> float | None:
+    steps, values = series(entries, key)
+    return dict(zip(steps, values)).get(step)
+
+
+def run_record(run: Path) -> dict[str, Any]:
+    """Every number the study reports about one run folder."""
+    entries = load_log_history(run)
+    steps, acc = series(entries, "heldout/accuracy")
+    if not steps:
+        raise ValueError(f"study_summary: {run} logged no heldout/accuracy")
+    n = int(_at(entries, "heldout/n", steps[0]) or 0)
+    best = max(range(len(acc)), key=lambda i: (acc[i], -steps[i]))  # the earliest of equal bests
+    first, last, best_step = steps[0], steps[-1], steps[best]
+    _, reward = series(entries, "reward")
+    meta_path = run / "study_run.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    goodhart = load_goodhart(run) or {}
+    record: dict[str, Any] = {
+        "run": str(run), "seed": meta.get("seed"), "steps": steps, "heldout_n": n,
+        "accuracy": acc, "accuracy_step0": acc[0], "accuracy_best": acc[best], "best_step": best_step,
+        "accuracy_final": acc[-1], "gain_final": acc[-1] - acc[0], "gain_best": acc[best] - acc[0],
+        "paired_final": _paired(run, first, last, n), "paired_best": _paired(run, first, best_step, n),
+        "reward_first5": statistics.fmean(reward[:5]) if reward else None,
+        "reward_last5": statistics.fmean(reward[-5:]) if reward else None,
+        "goodhart_triggered_step": goodhart.get("triggered_step"),
+        "cpu_native_bf16": meta.get("cpu_native_bf16"), "wall_s": meta.get("wall_s"),
+    }
+    for key in ("strict_accuracy", "format_rate", "mean_length", "kl_to_ref", "repetition"):
+        record[f"{key}_step0"] = _at(entries, f"heldout/{key}", first)
+        record[f"{key}_final"] = _at(entries, f"heldout/{key}", last)
+    return record
+
+
+def arm_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Across an arm's seeds: the mean and range of the gains, and how many seeds gained significantly."""
+    gains = [r["gain_final"] for r in records]
+    significant = [r for r in records if r["paired_final"] is not None and r["paired_final"]["p"] < 0.05]
+    return {
+        "seeds": [r["seed"] for r in records], "gain_final_mean": statistics.fmean(gains),
+        "gain_final_min": min(gains), "gain_final_max": max(gains),
+        "gain_best_mean": statistics.fmean(r["gain_best"] for r in records),
+        "paired_tests": sum(r["paired_final"] is not None for r in records),
+        "significant_gains": sum(r["paired_final"]["only_after"] > r["paired_final"]["only_before"] for r in significant),
+        "significant_losses": sum(r["paired_final"]["only_after"] < r["paired_final"]["only_before"] for r in significant),
+    }
+
+
+def summarise_study(root: str | Path, figures: bool = True) -> dict[str, Any]:
+    root = Path(root)
+    arms: dict[str, Any] = {}
+    for arm_dir in sorted(p for p in root.glob("arm*_*") if p.is_dir() and _RUN.match(p.name)):
+        runs = sorted((p for p in arm_dir.glob("seed*") if (p / "metrics.jsonl").is_file()),
+                      key=lambda p: int(p.name.removeprefix("seed")))
+        if not runs:
+            continue
+        records = [run_record(run) for run in runs]
+        for run, record in zip(runs, records):
+            record["seed"] = record["seed"] if record["seed"] is not None else int(run.name.removeprefix("seed"))
+            record["run"] = str(run.relative_to(root))
+        number, name = _RUN.match(arm_dir.name).groups()  # type: ignore[union-attr]
+        arms[name] = {"number": int(number), "runs": records, **arm_summary(records)}
+        if figures:
+            write_overlay_report(runs, [f"seed {r['seed']}" for r in records], arm_dir / "seeds.png")
+            arms[name]["figure"] = str((arm_dir / "seeds.png").relative_to(root))
+    result = {"root": str(root), "arms": arms}
+    (root / "study.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _p(paired: dict[str, Any] | None) -> str:
+    if paired is None:
+        return "n/a"
+    return f"{paired['only_before']} vs {paired['only_after']}, p {paired['p']:.4f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = ["| arm | seed | acc step 0 | best (step) | final | paired step 0 vs final | reward first/last 5 | "
+             "length 0 -> end | KL end | trigger | bf16 |",
+             "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | --- | --- |"]
+    fmt = lambda v, spec=".3f": "" if v is None else format(v, spec)  # noqa: E731
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            lines.append(
+                f"| {arm['number']} {name} | {r['seed']} | {fmt(r['accuracy_step0'])} | {fmt(r['accuracy_best'])} "
+                f"({r['best_step']}) | {fmt(r['accuracy_final'])} | {_p(r['paired_final'])} | "
+                f"{fmt(r['reward_first5'])} / {fmt(r['reward_last5'])} | {fmt(r['mean_length_step0'], '.1f')} -> "
+                f"{fmt(r['mean_length_final'], '.1f')} | {fmt(r['kl_to_ref_final'])} | "
+                f"{r['goodhart_triggered_step'] if r['goodhart_triggered_step'] is not None else '-'} | "
+                f"{'' if r['cpu_native_bf16'] is None else ('yes' if r['cpu_native_bf16'] else 'no')} |")
+        lines.append(f"| **{name}: mean of {len(arm['runs'])}** | | | | | gain {arm['gain_final_mean']:+.3f} "
+                     f"({arm['gain_final_min']:+.3f} .. {arm['gain_final_max']:+.3f}); "
+                     f"{arm['significant_gains']}/{arm['paired_tests']} significant gains | | | | | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="the study folder: arm<N>_<arm>/seed<S>/ run folders")
+    parser.add_argument("--no_figures", action="store_true")
+    args = parser.parse_args(argv)
+    result = summarise_study(args.root, figures=not args.no_figures)
+    print(format_table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
