@@ -83,3 +83,26 @@ def test_summary_pairs_the_same_items_and_counts_significant_gains(tmp_path):
     assert json.loads((tmp_path / "study.json").read_text())["arms"]["healthy"]["gain_final_mean"] == pytest.approx(
         (24 / 40 - 0.25) / 2)
     assert "| 1 healthy | 1 | 0.250 |" in study_summary.format_table(result)
+
+
+@pytest.mark.parametrize("arm", sorted(study.ARMS))
+def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
+    from trl_lab.grpo import GRPOConfig
+    from trl_lab.ppo import PPOConfig
+    from trl_lab.scripts.grpo_gsm8k import parse_args
+
+    config_cls = PPOConfig if study.ARMS[arm].job == "ppo" else GRPOConfig
+    script, training, _ = parse_args(config_cls, None, study.arm_argv(arm, 11, tmp_path))
+    assert (script.dataset_task, script.heldout_size, script.heldout_table_size) == ("basic_arithmetic", 256, None)
+    assert training.seed == 11 and training.save_steps == study.SAVE_STEPS and training.save_only_model
+    # Every arm generates the same tokens per step: 8 completions of at most 64 tokens.
+    generation_batch = training.per_device_train_batch_size * training.gradient_accumulation_steps
+    assert generation_batch == 8 and training.max_completion_length == 64
+    rewards = [r["name"] for r in training.rewards]
+    expected = {"healthy": ["gsm8k", "gsm8k_format"], "random": ["coin_flip"], "ppo": ["gsm8k", "gsm8k_format"],
+                "verbosity": ["gsm8k", "length"]}[arm]
+    assert rewards == expected
+    if arm == "random":
+        assert training.rewards[0]["kwargs"] == {"seed": 11}
+    assert training.max_steps == (30 if arm == "verbosity" else 50)
+    assert (training.num_generations == 1) == (arm == "ppo")
