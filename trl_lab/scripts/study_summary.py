@@ -7,7 +7,8 @@ For each run folder (the layout :mod:`trl_lab.scripts.study` writes: ``arm<N>_<a
 gives: held-out accuracy at step 0, at its best evaluation and at the last one; the exact paired McNemar test of
 step 0 against the last and the best evaluation, where every held-out answer was kept (else ``null``: a paired test
 needs the same items at both steps); the train reward over the first and last five steps; strict accuracy, format
-rate and mean answer length at step 0 and at the end; the KL to the reference at the end; the detector's trigger.
+rate and mean answer length at step 0 and at the end; the KL to the reference at the end; the detector's trigger
+and the health monitor's warnings.
 Writes ``<root>/study.json`` (every number), ``<root>/arm<N>_<arm>/seeds.png`` (the arm's seeds overlaid: reward,
 held-out accuracy, KL) and prints a markdown table.
 """
@@ -69,6 +70,7 @@ def run_record(run: Path) -> dict[str, Any]:
         "reward_first5": statistics.fmean(reward[:5]) if reward else None,
         "reward_last5": statistics.fmean(reward[-5:]) if reward else None,
         "goodhart_triggered_step": goodhart.get("triggered_step"),
+        "health_warnings": [f"{w['signal']}@{w['step']}" for w in (goodhart.get("health") or {}).get("warnings", [])],
         "cpu_native_bf16": meta.get("cpu_native_bf16"), "wall_s": meta.get("wall_s"),
     }
     for key in ("strict_accuracy", "format_rate", "mean_length", "kl_to_ref", "repetition"):
@@ -121,8 +123,8 @@ def _p(paired: dict[str, Any] | None) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     lines = ["| arm | seed | acc step 0 | best (step) | final | paired step 0 vs final | reward first/last 5 | "
-             "length 0 -> end | KL end | trigger | bf16 |",
-             "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | --- | --- |"]
+             "length 0 -> end | KL end | trigger | health warnings | bf16 |",
+             "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | --- | --- | --- |"]
     fmt = lambda v, spec=".3f": "" if v is None else format(v, spec)  # noqa: E731
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
         for r in arm["runs"]:
@@ -132,10 +134,11 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{fmt(r['reward_first5'])} / {fmt(r['reward_last5'])} | {fmt(r['mean_length_step0'], '.1f')} -> "
                 f"{fmt(r['mean_length_final'], '.1f')} | {fmt(r['kl_to_ref_final'])} | "
                 f"{r['goodhart_triggered_step'] if r['goodhart_triggered_step'] is not None else '-'} | "
+                f"{', '.join(r['health_warnings']) or '-'} | "
                 f"{'' if r['cpu_native_bf16'] is None else ('yes' if r['cpu_native_bf16'] else 'no')} |")
         lines.append(f"| **{name}: mean of {len(arm['runs'])}** | | | | | gain {arm['gain_final_mean']:+.3f} "
                      f"({arm['gain_final_min']:+.3f} .. {arm['gain_final_max']:+.3f}); "
-                     f"{arm['significant_gains']}/{arm['paired_tests']} significant gains | | | | | |")
+                     f"{arm['significant_gains']}/{arm['paired_tests']} significant gains | | | | | | |")
     return "\n".join(lines)
 
 
