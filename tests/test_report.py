@@ -101,7 +101,7 @@ def test_overlay_of_a_kl_sweep(tmp_path):
     runs = [synthetic_run(tmp_path / f"beta{b}", kl_scale=k) for b, k in (("0.01", 1.0), ("0.1", 0.3))]
     fig = write_overlay_report(runs, ["beta=0.01", "beta=0.1"], tmp_path / "sweep" / "overlay.png")
     assert (tmp_path / "sweep" / "overlay.png").stat().st_size > 20_000
-    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)", "held-out length\n(tokens)"]
     kl_lines = [line for line in fig.axes[2].lines if len(set(line.get_xdata())) > 1]
     assert [line.get_ydata()[-1] for line in kl_lines] == pytest.approx([0.1, 0.03])
     with pytest.raises(ValueError, match="1 labels for 2 runs"):
@@ -131,7 +131,7 @@ def test_heldout_kl_is_reported_and_overlaid_when_trl_logs_no_kl(tmp_path):
     other = synthetic_run(tmp_path / "beta0.05", goodhart=False)
     fig = write_overlay_report([run, other], ["beta=0", "beta=0.05"], tmp_path / "overlay.png")
     assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)",
-                                                   "KL to ref\n(held-out)"]
+                                                   "KL to ref\n(held-out)", "held-out length\n(tokens)"]
     assert [len(line.get_xdata()) for line in fig.axes[2].lines] == [0, 10]  # only beta = 0.05 has TRL's kl
     assert list(fig.axes[3].lines[0].get_ydata()) == [0.0, 0.02, 0.05, 0.04, 0.09, 0.12]
 
@@ -173,8 +173,9 @@ def test_overlay_adds_a_panel_per_heldout_proxy(tmp_path):
             f.write(json.dumps({"heldout/proxy/sentiment": cheer, "step": 10}) + "\n")
         runs.append(run)
     fig = write_overlay_report(runs, ["beta=0.05", "beta=0"], tmp_path / "overlay.png")
-    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)", "held-out\nsentiment"]
-    curves = [line for line in fig.axes[3].lines if len(set(line.get_xdata())) > 1]  # not the trigger markers
+    assert [ax.get_ylabel() for ax in fig.axes] == ["reward", "held-out accuracy", "KL\n(training)", "held-out length\n(tokens)",
+                                                   "held-out\nsentiment"]
+    curves = [line for line in fig.axes[4].lines if len(set(line.get_xdata())) > 1]  # not the trigger markers
     assert [list(line.get_ydata()) for line in curves] == [[-0.1, 0.2], [-0.1, 0.6]]
 
 
@@ -190,3 +191,18 @@ def test_accuracy_band_is_a_wilson_interval_inside_zero_one():
     lo, hi = _accuracy_band(entries, [0, 4], [1 / 16, 0.0])
     assert lo[0] == pytest.approx(0.0111, abs=1e-4) and hi[0] == pytest.approx(0.2833, abs=1e-4)
     assert lo[1] == 0.0 and hi[1] == 0.0  # the normal band, clipped: never below 0 (it drew -0.05 for 1/16)
+
+
+def test_overlay_draws_heldout_length_when_logged(tmp_path):
+    """The study's per-arm figure: answers getting longer (padding) or shorter is what moves first."""
+    runs = []
+    for name, lengths in (("a", (55.0, 40.0)), ("b", (56.0, 11.0))):
+        run = synthetic_run(tmp_path / name)
+        with (run / "metrics.jsonl").open("a") as f:
+            for step, value in zip((0, 10), lengths):
+                f.write(json.dumps({"heldout/mean_length": value, "step": step}) + "\n")
+        runs.append(run)
+    fig = write_overlay_report(runs, ["a", "b"], tmp_path / "overlay.png")
+    assert [ax.get_ylabel() for ax in fig.axes][-1] == "held-out length\n(tokens)"
+    curves = [line for line in fig.axes[-1].lines if len(set(line.get_xdata())) > 1]
+    assert [(line.get_ydata()[0], line.get_ydata()[-1]) for line in curves] == [(55.0, 40.0), (56.0, 11.0)]

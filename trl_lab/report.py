@@ -364,7 +364,10 @@ def write_overlay_report(
     logs = [load_log_history(run) for run in run_dirs]
     proxies = sorted({k for entries in logs for e in entries for k in e if k.startswith("heldout/proxy/")})
     heldout_kl = any(HELDOUT_KL in e for entries in logs for e in entries)
-    names = ["reward", "held-out accuracy", "KL\n(training)"] + (["KL to ref\n(held-out)"] if heldout_kl else []) + [f"held-out\n{k.removeprefix('heldout/proxy/')}" for k in proxies]
+    length = any(HELDOUT_LENGTH in e for entries in logs for e in entries)
+    names = (["reward", "held-out accuracy", "KL\n(training)"] + (["KL to ref\n(held-out)"] if heldout_kl else [])
+             + (["held-out length\n(tokens)"] if length else [])
+             + [f"held-out\n{k.removeprefix('heldout/proxy/')}" for k in proxies])
     fig = Figure(figsize=(8, 2.7 * len(names)), layout="constrained")
     axes = fig.subplots(len(names), 1, sharex=True)
     from matplotlib import rcParams
@@ -380,7 +383,10 @@ def write_overlay_report(
         if heldout_kl:
             s, v = series(entries, HELDOUT_KL)
             axes[3].plot(s, v, color=color, marker="o", markersize=3, label=label)
-        for ax, key in zip(axes[3 + heldout_kl:], proxies):  # the proxy on the held-out answers (greedy, fixed prompts)
+        if length:
+            s, v = series(entries, HELDOUT_LENGTH)
+            axes[3 + heldout_kl].plot(s, v, color=color, marker="o", markersize=3, label=label)
+        for ax, key in zip(axes[3 + heldout_kl + length:], proxies):  # the proxy on the held-out answers (greedy, fixed prompts)
             s, v = series(entries, key)
             ax.plot(s, v, color=color, marker="o", markersize=3, label=label)
         goodhart = load_goodhart(run)
