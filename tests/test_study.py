@@ -106,3 +106,21 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
         assert training.rewards[0]["kwargs"] == {"seed": 11}
     assert training.max_steps == (30 if arm == "verbosity" else 50)
     assert (training.num_generations == 1) == (arm == "ppo")
+
+
+def test_headline_marks_the_detector_stop_and_the_restored_step(tmp_path):
+    from trl_lab.scripts import study_summary
+
+    healthy, hacked = tmp_path / "arm1_healthy" / "seed1", tmp_path / "hacked"
+    _fake_run(healthy, 1, {0: [True] * 4 + [False] * 4, 10: [True] * 6 + [False] * 2}, [0.2] * 10)
+    _fake_run(hacked, 2, {0: [True] * 4 + [False] * 4, 5: [True] * 2 + [False] * 6}, [0.2, 0.4, 0.6, 0.8, 1.0])
+    (hacked / "goodhart.json").write_text(json.dumps({"triggered_step": 5, "best_step": 0, "restored": True}))
+    fig = study_summary.write_headline([("healthy", healthy), ("hacked", hacked)], tmp_path / "headline.png")
+    assert (tmp_path / "headline.png").stat().st_size > 10_000
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == [
+        "train reward (mean of 5 steps)", "held-out accuracy (8 items)"]
+    assert [t.get_text() for t in right.get_legend().get_texts()][2:] == [
+        "detector stops (step 5)", "restored (step 0)"]
+    reward = right.lines[0].get_ydata()
+    assert list(reward) == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])  # running mean of up to 5 steps

@@ -24,7 +24,7 @@ from typing import Any
 
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
 
-__all__ = ["arm_summary", "main", "run_record", "summarise_study"]
+__all__ = ["arm_summary", "main", "run_record", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 
@@ -115,6 +115,49 @@ def summarise_study(root: str | Path, figures: bool = True) -> dict[str, Any]:
     return result
 
 
+def _smoothed(values: list[float], window: int = 5) -> list[float]:
+    return [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+            for i in range(len(values))]
+
+
+def write_headline(runs: list[tuple[str, str | Path]], out_png: str | Path, *, dpi: int = 110) -> Any:
+    """Runs side by side, one panel each: train reward (mean of the last 5 steps) and held-out accuracy against the
+    step, with the Goodhart detector's stop and the step it restored marked. ``runs``: ``(title, run folder)``."""
+    from matplotlib.figure import Figure
+
+    from trl_lab.report import wilson_interval
+
+    fig = Figure(figsize=(5.2 * len(runs), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    for ax, (title, run) in zip(axes, runs):
+        entries = load_log_history(run)
+        rs, rv = series(entries, "reward")
+        ax.plot(rs, _smoothed(rv), color="tab:blue", label="train reward (mean of 5 steps)")
+        steps, acc = series(entries, "heldout/accuracy")
+        n = int(_at(entries, "heldout/n", steps[0]) or 0) if steps else 0
+        ax.plot(steps, acc, color="tab:green", marker="o", label=f"held-out accuracy ({n} items)")
+        if n:
+            low, high = zip(*(wilson_interval(a, n) for a in acc))
+            ax.fill_between(steps, low, high, color="tab:green", alpha=0.15)
+        goodhart = load_goodhart(run) or {}
+        if goodhart.get("triggered_step") is not None:
+            ax.axvline(goodhart["triggered_step"], color="tab:red", linestyle="--",
+                       label=f"detector stops (step {goodhart['triggered_step']})")
+            if goodhart.get("restored") and goodhart.get("best_step") is not None:
+                best = goodhart["best_step"]
+                ax.plot([best], [dict(zip(steps, acc)).get(best, float("nan"))], marker="*", markersize=14,
+                        color="tab:red", linestyle="none", label=f"restored (step {best})")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=dpi)
+    return fig
+
+
 def _p(paired: dict[str, Any] | None) -> str:
     if paired is None:
         return "n/a"
@@ -146,8 +189,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="the study folder: arm<N>_<arm>/seed<S>/ run folders")
     parser.add_argument("--no_figures", action="store_true")
+    parser.add_argument("--headline", nargs="+", metavar="TITLE=RUN",
+                        help="also draw these runs side by side into <root>/headline.png (reward vs accuracy, the "
+                             "detector's stop and restored step)")
     args = parser.parse_args(argv)
     result = summarise_study(args.root, figures=not args.no_figures)
+    if args.headline:
+        pairs = [tuple(item.split("=", 1)) for item in args.headline]
+        if any(len(pair) != 2 for pair in pairs):
+            parser.error("--headline takes TITLE=RUN_FOLDER items")
+        write_headline(pairs, Path(args.root) / "headline.png")  # type: ignore[arg-type]
+        result["headline"] = {"png": "headline.png", "runs": [{"title": t, "run": r} for t, r in pairs]}
+        (Path(args.root) / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))
     return result
 
