@@ -124,3 +124,18 @@ def test_headline_marks_the_detector_stop_and_the_restored_step(tmp_path):
         "detector stops (step 5)", "restored (step 0)"]
     reward = right.lines[0].get_ydata()
     assert list(reward) == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])  # running mean of up to 5 steps
+
+
+def test_blocks_average_training_metrics_per_ten_steps(tmp_path):
+    from trl_lab.scripts import study_summary
+
+    run = tmp_path / "arm1_healthy" / "seed1"
+    _fake_run(run, 1, {0: [True, False]}, [0.0] * 10 + [1.0] * 5)
+    with (run / "metrics.jsonl").open("a") as f:
+        for step in range(1, 16):
+            f.write(json.dumps({"step": step, "completions/mean_length": 60 if step <= 10 else 20,
+                                "completions/clipped_ratio": 0.5}) + "\n")
+    result = study_summary.summarise_study(tmp_path, figures=False)
+    blocks = result["arms"]["healthy"]["runs"][0]["blocks"]
+    assert blocks == {"reward": [0.0, 1.0], "length": [60, 20], "clipped": [0.5, 0.5]}
+    assert "| 1 healthy | 1 | 0.00 1.00 | 60 20 | 0.50 0.50 |" in study_summary.format_blocks(result)

@@ -49,6 +49,22 @@ def _at(entries: list[dict[str, Any]], key: str, step: int) -> float | None:
     return dict(zip(steps, values)).get(step)
 
 
+#: Training metrics averaged over blocks of :data:`BLOCK` steps: what moved first, reward or the answers' style.
+BLOCK_KEYS = {"reward": "reward", "length": "completions/mean_length", "clipped": "completions/clipped_ratio"}
+BLOCK = 10
+
+
+def _blocks(entries: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out = {}
+    for name, key in BLOCK_KEYS.items():
+        steps, values = series(entries, key)
+        by_block: dict[int, list[float]] = {}
+        for step, value in zip(steps, values):
+            by_block.setdefault((step - 1) // BLOCK, []).append(value)
+        out[name] = [round(statistics.fmean(by_block[b]), 4) for b in sorted(by_block)]
+    return out
+
+
 def run_record(run: Path) -> dict[str, Any]:
     """Every number the study reports about one run folder."""
     entries = load_log_history(run)
@@ -73,6 +89,7 @@ def run_record(run: Path) -> dict[str, Any]:
         "health_warnings": [f"{w['signal']}@{w['step']}" for w in (goodhart.get("health") or {}).get("warnings", [])],
         "cpu_native_bf16": meta.get("cpu_native_bf16"), "wall_s": meta.get("wall_s"),
     }
+    record["blocks"] = _blocks(entries)
     for key in ("strict_accuracy", "format_rate", "mean_length", "kl_to_ref", "repetition"):
         record[f"{key}_step0"] = _at(entries, f"heldout/{key}", first)
         record[f"{key}_final"] = _at(entries, f"heldout/{key}", last)
@@ -185,6 +202,20 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_blocks(result: dict[str, Any]) -> str:
+    """Per run, the train reward, completion length and share of completions cut at the length limit, per block of
+    :data:`BLOCK` steps."""
+    lines = [f"| arm | seed | per {BLOCK} steps: reward | completion length (tokens) | cut at the limit |",
+             "| --- | ---: | --- | --- | --- |"]
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            b = r["blocks"]
+            cells = [" ".join(f"{v:.2f}" for v in b["reward"]), " ".join(f"{v:.0f}" for v in b["length"]),
+                     " ".join(f"{v:.2f}" for v in b["clipped"])]
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="the study folder: arm<N>_<arm>/seed<S>/ run folders")
@@ -202,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["headline"] = {"png": "headline.png", "runs": [{"title": t, "run": r} for t, r in pairs]}
         (Path(args.root) / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))
+    print()
+    print(format_blocks(result))
     return result
 
 
