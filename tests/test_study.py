@@ -104,7 +104,7 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
     assert rewards == expected
     if arm == "random":
         assert training.rewards[0]["kwargs"] == {"seed": 11}
-    assert training.max_steps == (30 if arm == "verbosity" else 50)
+    assert training.max_steps == (24 if arm == "verbosity" else 50)
     assert (training.num_generations == 1) == (arm == "ppo")
 
 

@@ -85,7 +85,8 @@ ARMS: dict[str, StudyArm] = {
         4, "grpo",
         ("--rewards", "gsm8k", "{name: length, weight: 0.5, kwargs: {mode: verbosity, max_length: 64}}",
          "--beta", "0", "--temperature", "1.0", "--lr_scheduler_type", "constant",
-         "--max_steps", "30", "--heldout_eval_steps", "5"),
+         # 256 padded answers take ~4.5 min per evaluation on 2 fp32 cores: 5 evaluations + 24 steps ~ 30 min.
+         "--max_steps", "24", "--heldout_eval_steps", "6"),
         "the checker + half a correct answer's worth for length (the existing one-seed run, replicated): "
         "reward rises by padding while accuracy falls; the detector should stop near the peak",
     ),
