@@ -18,23 +18,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VARIANTS = ("fp32", "autocast", "bf16-copy")
 DEMO_TASK = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}
-
-
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar p-value from the two discordant counts (binomial, p = 1/2)."""
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def main() -> None:
@@ -56,7 +45,7 @@ def main() -> None:
     from trl_lab.data.gsm8k import heldout_gsm8k
     from trl_lab.embedded_model import resolve_model_path
     from trl_lab.low_precision_sampler import LowPrecisionSampler
-    from trl_lab.report import wilson_interval
+    from trl_lab.report import mcnemar_exact, wilson_interval
     from trl_lab.rewards.gsm8k import check_answer
 
     tuning = tune_cpu()
@@ -89,9 +78,8 @@ def main() -> None:
         lo, hi = wilson_interval(k / n, n)
         row = {"correct": k, "n": n, "accuracy": k / n, "wilson95": [lo, hi]}
         if "fp32" in correct and variant != "fp32":
-            only_fp32 = sum(a and not b for a, b in zip(correct["fp32"], correct[variant]))
-            only_this = sum(b and not a for a, b in zip(correct["fp32"], correct[variant]))
-            row.update(only_fp32=only_fp32, only_this=only_this, mcnemar_p=mcnemar_p(only_fp32, only_this))
+            test = mcnemar_exact(correct["fp32"], correct[variant])
+            row.update(only_fp32=test["only_before"], only_this=test["only_after"], mcnemar_p=test["p"])
         rows[variant] = row
         extra = (f"{row['only_fp32']:10d} {row['only_this']:10d} {row['mcnemar_p']:10.3f}" if "mcnemar_p" in row
                  else f"{'':10s} {'':10s} {'':10s}")
