@@ -110,7 +110,10 @@ def arm_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarise_study(root: str | Path, figures: bool = True) -> dict[str, Any]:
+def summarise_study(root: str | Path, figures: bool = True,
+                    headline: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Read every ``arm*/seed*`` run under ``root``; write the figures (and, given ``(title, run)`` pairs,
+    ``headline.png``) and ``study.json``; return what study.json holds."""
     root = Path(root)
     arms: dict[str, Any] = {}
     for arm_dir in sorted(p for p in root.glob("arm*_*") if p.is_dir() and _RUN.match(p.name)):
@@ -127,7 +130,10 @@ def summarise_study(root: str | Path, figures: bool = True) -> dict[str, Any]:
         if figures:
             write_overlay_report(runs, [f"seed {r['seed']}" for r in records], arm_dir / "seeds.png")
             arms[name]["figure"] = str((arm_dir / "seeds.png").relative_to(root))
-    result = {"root": str(root), "arms": arms}
+    result: dict[str, Any] = {"root": str(root), "arms": arms}
+    if headline:
+        write_headline(headline, root / "headline.png")  # type: ignore[arg-type]
+        result["headline"] = {"png": "headline.png", "runs": [{"title": t, "run": r} for t, r in headline]}
     (root / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -224,14 +230,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="also draw these runs side by side into <root>/headline.png (reward vs accuracy, the "
                              "detector's stop and restored step)")
     args = parser.parse_args(argv)
-    result = summarise_study(args.root, figures=not args.no_figures)
-    if args.headline:
-        pairs = [tuple(item.split("=", 1)) for item in args.headline]
-        if any(len(pair) != 2 for pair in pairs):
-            parser.error("--headline takes TITLE=RUN_FOLDER items")
-        write_headline(pairs, Path(args.root) / "headline.png")  # type: ignore[arg-type]
-        result["headline"] = {"png": "headline.png", "runs": [{"title": t, "run": r} for t, r in pairs]}
-        (Path(args.root) / "study.json").write_text(json.dumps(result, indent=2) + "\n")
+    pairs = [tuple(item.split("=", 1)) for item in args.headline or ()]
+    if any(len(pair) != 2 for pair in pairs):
+        parser.error("--headline takes TITLE=RUN_FOLDER items")
+    result = summarise_study(args.root, figures=not args.no_figures, headline=pairs)  # type: ignore[arg-type]
     print(format_table(result))
     print()
     print(format_blocks(result))
