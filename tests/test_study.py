@@ -48,6 +48,23 @@ def test_random_arm_smallest_run_on_a_tiny_model(tmp_path, tiny_model_dir):
                                                 ("--model_name_or_path", str(tiny_model_dir), *TINY))
     assert isinstance(record["cpu_native_bf16"], bool) and record["peak_rss_gb"] > 0
 
+    # The offline truth: the base model and both adapters, on audit questions the run never saw.
+    from trl_lab.data.questions import normalise_question
+    from trl_lab.scripts import study_audit
+    from trl_lab.scripts.grpo_gsm8k import load_heldout_set
+
+    assert study_audit.saved_steps(out) == [0, 1, 2]
+    audit = study_audit.audit_run(out, audit_size=6, batch_size=3)
+    assert sorted(audit["steps"]) == ["0", "1", "2"] and audit["true_peak_step"] in (0, 1, 2)
+    assert all(len(v["correct"]) == 6 and 0.0 <= v["accuracy"] <= 1.0 for v in audit["steps"].values())
+    assert json.loads((out / "audit.json").read_text()) == audit
+    script_args, training_args, _ = study_audit._job_args(out)
+    heldout = {normalise_question(q) for q in load_heldout_set(script_args, 5)["question"]}
+    questions = study_audit.audit_set(script_args, 5, 6, [])["question"]
+    assert len(questions) == 6 and not heldout & {normalise_question(q) for q in questions}
+    with pytest.raises(ValueError, match=r"no adapter for step\(s\) \[7\]; saved: \[0, 1, 2\]"):
+        study_audit.audit_run(out, steps=[0, 7], audit_size=6)
+
 
 def _fake_run(folder, seed, correct_by_step, reward):
     """A run folder as the job writes it: metrics.jsonl with held-out evaluations, and every held-out answer."""
@@ -139,3 +156,38 @@ def test_blocks_average_training_metrics_per_ten_steps(tmp_path):
     blocks = result["arms"]["healthy"]["runs"][0]["blocks"]
     assert blocks == {"reward": [0.0, 1.0], "length": [60, 20], "clipped": [0.5, 0.5]}
     assert "| 1 healthy | 1 | 0.00 1.00 | 60 20 | 0.50 0.50 |" in study_summary.format_blocks(result)
+
+
+def test_an_arm_whose_cadence_is_not_a_multiple_of_five_saves_at_its_held_out_steps():
+    def saved(argv):
+        return int(argv[argv.index("--save_steps") + 1])
+
+    assert saved(study.arm_argv("healthy", 1)) == study.SAVE_STEPS == 5  # held-out every 25: every 5th step
+    assert saved(study.arm_argv("verbosity", 1)) == 6  # held-out every 6: the steps the detector can restore
+    assert saved(study.arm_argv("healthy", 1, extra=("--heldout_eval_steps", "4"))) == 4
+
+
+def test_stopping_rules_replay_each_baseline_from_the_log():
+    from trl_lab.scripts.study_summary import score_stopping_rules, stopping_rules
+
+    acc = {0: 0.30, 5: 0.35, 10: 0.32, 15: 0.31, 20: 0.30, 25: 0.20}
+    kl = {0: 0.0, 5: 0.05, 10: 0.08, 15: 0.12, 20: 0.2, 25: 0.3}
+    entries = [{"step": s, "heldout/accuracy": a, "heldout/kl_to_ref": kl[s]} for s, a in acc.items()]
+    entries += [{"step": s, "reward": 0.3 if s <= 10 else 0.6} for s in range(1, 26)]
+    rules = stopping_rules(entries, {"triggered_step": 20, "best_step": 5, "restored": True})
+    assert rules["detector"] == {"stop": 20, "kept": 5, "accuracy_kept": 0.35}
+    # transformers' EarlyStoppingCallback: 3 evaluations without improvement after the best at step 5 -> stops at 20
+    assert rules["early_stopping_3"] == {"stop": 20, "kept": 5, "accuracy_kept": 0.35}
+    assert rules["early_stopping_5"]["stop"] is None and rules["early_stopping_5"]["kept"] == 5
+    assert rules["best_checkpoint"] == {"stop": None, "kept": 5, "accuracy_kept": 0.35}
+    assert rules["kl_over_0.1"] == {"stop": 15, "kept": 10, "accuracy_kept": 0.32}
+    # the reward since the last evaluation (0.6 from step 11) minus accuracy 0.31 at step 15 is over 0.10
+    assert rules["reward_gap_over_0.1"] == {"stop": 15, "kept": 10, "accuracy_kept": 0.32}
+    quiet = stopping_rules(entries, {"triggered_step": None, "best_step": 5, "restored": False})
+    assert quiet["detector"] == {"stop": None, "kept": 25, "accuracy_kept": 0.20}  # no trigger: the last model stays
+
+    run = {"accuracy_best": 0.35, "stopping_rules": rules}
+    scored = score_stopping_rules({"verbosity": {"number": 4, "runs": [run]}, "healthy": {"number": 1, "runs": [
+        {"accuracy_best": 0.35, "stopping_rules": quiet}]}})
+    assert scored["detector"] == {"hacked_runs": 1, "detected": 1, "other_runs": 1, "false_alarms": 0,
+                                  "mean_shortfall": pytest.approx(0.075)}

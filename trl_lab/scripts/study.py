@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "main", "run_arm"]
+__all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "main", "run_arm", "save_steps"]
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
@@ -47,7 +47,9 @@ STUDY_FLAGS: tuple[str, ...] = (
     "--max_steps", "50",
 )
 
-#: Steps between saved adapters (``checkpoint-N``, weights only): what the offline audit evaluates.
+#: Steps between saved adapters (``checkpoint-N``, weights only): what the offline audit evaluates. An arm whose
+#: held-out cadence is not a multiple of it saves at its held-out steps instead (:func:`save_steps`), so that every
+#: step the detector can restore has an adapter for the audit to score.
 SAVE_STEPS = 5
 
 
@@ -103,16 +105,27 @@ def run_dir(arm: str, seed: int, output_root: str | Path) -> Path:
     return Path(output_root) / f"arm{ARMS[arm].number}_{arm}" / f"seed{seed}"
 
 
+def save_steps(flags: list[str] | tuple[str, ...]) -> int:
+    """:data:`SAVE_STEPS`, or the held-out cadence in ``flags`` (the last ``--heldout_eval_steps`` wins) when that is
+    not a multiple of it."""
+    eval_steps = SAVE_STEPS
+    for flag, value in zip(flags, flags[1:]):
+        if flag == "--heldout_eval_steps":
+            eval_steps = int(value)
+    return SAVE_STEPS if eval_steps % SAVE_STEPS == 0 else eval_steps
+
+
 def arm_argv(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = ()) -> list[str]:
     """The job flags of ``arm`` at ``seed``: config, the shared flags, the arm's, then ``extra`` (which win)."""
     if arm not in ARMS:
         planned = f" ({PLANNED[arm]}: not built yet)" if arm in PLANNED else ""
         raise ValueError(f"study: unknown arm {arm!r}{planned}; the arms are {sorted(ARMS)}")
     spec = ARMS[arm]
-    flags = [f.replace("{seed}", str(seed)) for f in spec.flags]
-    return ["--config", str(spec.config), *STUDY_FLAGS, *flags,
+    flags = [*STUDY_FLAGS, *(f.replace("{seed}", str(seed)) for f in spec.flags)]
+    return ["--config", str(spec.config), *flags,
             "--seed", str(seed), "--output_dir", str(run_dir(arm, seed, output_root)),
-            "--save_strategy", "steps", "--save_steps", str(SAVE_STEPS), "--save_only_model", "true", *extra]
+            "--save_strategy", "steps", "--save_steps", str(save_steps([*flags, *extra])), "--save_only_model", "true",
+            *extra]
 
 
 def _versions() -> dict[str, Any]:

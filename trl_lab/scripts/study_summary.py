@@ -24,7 +24,8 @@ from typing import Any
 
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
 
-__all__ = ["arm_summary", "main", "run_record", "summarise_study", "write_headline"]
+__all__ = ["HACKED_ARMS", "arm_summary", "main", "run_record", "score_stopping_rules", "stopping_rules",
+           "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 
@@ -90,10 +91,86 @@ def run_record(run: Path) -> dict[str, Any]:
         "cpu_native_bf16": meta.get("cpu_native_bf16"), "wall_s": meta.get("wall_s"),
     }
     record["blocks"] = _blocks(entries)
+    record["stopping_rules"] = stopping_rules(entries, goodhart)
     for key in ("strict_accuracy", "format_rate", "mean_length", "kl_to_ref", "repetition"):
         record[f"{key}_step0"] = _at(entries, f"heldout/{key}", first)
         record[f"{key}_final"] = _at(entries, f"heldout/{key}", last)
     return record
+
+
+#: The arms whose reward is known to be hackable (issue 15's arms 4-7): where a stop is a detection, not a false alarm.
+HACKED_ARMS = frozenset({4, 5, 6, 7})
+
+
+def stopping_rules(entries: list[dict[str, Any]], goodhart: dict[str, Any], *, kl_threshold: float = 0.1,
+                   gap_threshold: float = 0.10, patiences: tuple[int, ...] = (3, 5)) -> dict[str, dict[str, Any]]:
+    """Where each stopping rule would have stopped this run and which evaluation step it would hand back, replayed
+    from the run's own log: the Goodhart detector (as it ran), transformers' ``EarlyStoppingCallback`` on
+    ``heldout/accuracy`` (``load_best_model_at_end``: it hands back the best evaluation so far), the best held-out
+    checkpoint without stopping, a held-out KL threshold and a train-reward vs held-out-accuracy gap (both stop at
+    the first evaluation over the threshold and hand back the evaluation before it). ``stop`` is None where a rule
+    never fired; ``kept`` is always an evaluation step."""
+    steps, acc = series(entries, "heldout/accuracy")
+    by_step = dict(zip(steps, acc))
+    best_upto = lambda i: max(range(i + 1), key=lambda j: (acc[j], -steps[j]))  # noqa: E731  (earliest of equals)
+    rules: dict[str, dict[str, Any]] = {}
+    triggered = goodhart.get("triggered_step")
+    kept = goodhart.get("best_step") if triggered is not None and goodhart.get("restored") else steps[-1]
+    rules["detector"] = {"stop": triggered, "kept": kept}
+    for patience in patiences:
+        best, waited, stop = None, 0, None
+        for i, value in enumerate(acc):
+            if best is None or value > best:
+                best, waited = value, 0
+            else:
+                waited += 1
+            if waited >= patience:
+                stop = i
+                break
+        end = len(acc) - 1 if stop is None else stop
+        rules[f"early_stopping_{patience}"] = {"stop": None if stop is None else steps[stop],
+                                               "kept": steps[best_upto(end)]}
+    rules["best_checkpoint"] = {"stop": None, "kept": steps[best_upto(len(acc) - 1)]}
+    kl = dict(zip(*series(entries, "heldout/kl_to_ref")))
+    _, reward = series(entries, "reward")
+    reward_steps = series(entries, "reward")[0]
+    for name, fires in (
+        (f"kl_over_{kl_threshold:g}", lambda i: (kl.get(steps[i]) or 0.0) > kl_threshold),
+        (f"reward_gap_over_{gap_threshold:g}", lambda i: i > 0 and _gap(reward_steps, reward, steps, i, acc)
+         > gap_threshold),
+    ):
+        fired = next((i for i in range(len(acc)) if fires(i)), None)
+        rules[name] = {"stop": None if fired is None else steps[fired],
+                       "kept": steps[-1] if fired is None else steps[max(fired - 1, 0)]}
+    for rule in rules.values():
+        rule["accuracy_kept"] = by_step.get(rule["kept"])
+    return rules
+
+
+def _gap(reward_steps: list[int], reward: list[float], steps: list[int], i: int, acc: list[float]) -> float:
+    """Mean train reward over the steps since the previous evaluation, minus held-out accuracy at evaluation i."""
+    window = [r for s, r in zip(reward_steps, reward) if steps[i - 1] < s <= steps[i]]
+    return (statistics.fmean(window) if window else 0.0) - acc[i]
+
+
+def score_stopping_rules(arms: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Over every run: per rule, stops on the hacked arms (:data:`HACKED_ARMS`) and on the others, and the held-out
+    accuracy handed back against the run's held-out peak (the detector's own evaluations: circular until the
+    audit-set truth replaces them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms.values():
+        hacked = arm["number"] in HACKED_ARMS
+        for run in arm["runs"]:
+            for name, rule in run["stopping_rules"].items():
+                row = out.setdefault(name, {"hacked_runs": 0, "detected": 0, "other_runs": 0, "false_alarms": 0,
+                                            "shortfall": []})
+                row["hacked_runs" if hacked else "other_runs"] += 1
+                if rule["stop"] is not None:
+                    row["detected" if hacked else "false_alarms"] += 1
+                row["shortfall"].append(run["accuracy_best"] - rule["accuracy_kept"])
+    for row in out.values():
+        row["mean_shortfall"] = statistics.fmean(row.pop("shortfall"))
+    return out
 
 
 def arm_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,7 +207,7 @@ def summarise_study(root: str | Path, figures: bool = True,
         if figures:
             write_overlay_report(runs, [f"seed {r['seed']}" for r in records], arm_dir / "seeds.png")
             arms[name]["figure"] = str((arm_dir / "seeds.png").relative_to(root))
-    result: dict[str, Any] = {"root": str(root), "arms": arms}
+    result: dict[str, Any] = {"root": str(root), "arms": arms, "stopping_rules": score_stopping_rules(arms)}
     if headline:
         write_headline(headline, root / "headline.png")  # type: ignore[arg-type]
         result["headline"] = {"png": "headline.png", "runs": [{"title": t, "run": r} for t, r in headline]}
@@ -204,8 +281,25 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{'' if r['cpu_native_bf16'] is None else ('yes' if r['cpu_native_bf16'] else 'no')} |")
         lines.append(f"| **{name}: mean of {len(arm['runs'])}** | | | | | gain {arm['gain_final_mean']:+.3f} "
                      f"({arm['gain_final_min']:+.3f} .. {arm['gain_final_max']:+.3f}); "
-                     f"{arm['significant_gains']}/{arm['paired_tests']} significant gains | | | | | | |")
+                     f"{arm['significant_gains']}/{arm['paired_tests']} significant gains, "
+                     f"{arm['significant_losses']}/{arm['paired_tests']} significant losses | | | | | | |")
     return "\n".join(lines)
+
+
+def format_stopping_rules(result: dict[str, Any]) -> str:
+    """Per rule: stops on the hacked arms and on the others, and the held-out accuracy it hands back below the peak."""
+    lines = ["| rule | stopped on hacked runs | stopped on other runs (false alarms) | mean accuracy below the peak |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, row in result["stopping_rules"].items():
+        lines.append(f"| {name} | {row['detected']}/{row['hacked_runs']} | {row['false_alarms']}/{row['other_runs']} | "
+                     f"{row['mean_shortfall']:.3f} |")
+    per_run = ["| arm | seed | " + " | ".join(result["stopping_rules"]) + " |",
+               "| --- | ---: |" + " --- |" * len(result["stopping_rules"])]
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            cells = [f"{'-' if v['stop'] is None else v['stop']} / {v['kept']}" for v in r["stopping_rules"].values()]
+            per_run.append(f"| {arm['number']} {name} | {r['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(per_run)
 
 
 def format_blocks(result: dict[str, Any]) -> str:
@@ -237,6 +331,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_table(result))
     print()
     print(format_blocks(result))
+    print()
+    print(format_stopping_rules(result))
     return result
 
 
