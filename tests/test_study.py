@@ -190,4 +190,21 @@ def test_stopping_rules_replay_each_baseline_from_the_log():
     scored = score_stopping_rules({"verbosity": {"number": 4, "runs": [run]}, "healthy": {"number": 1, "runs": [
         {"accuracy_best": 0.35, "stopping_rules": quiet}]}})
     assert scored["detector"] == {"hacked_runs": 1, "detected": 1, "other_runs": 1, "false_alarms": 0,
-                                  "mean_shortfall": pytest.approx(0.075)}
+                                  "mean_shortfall": pytest.approx(0.075), "audited_runs": 0,
+                                  "mean_audit_shortfall": None}
+
+
+def test_the_audit_is_the_truth_where_a_run_has_one(tmp_path):
+    from trl_lab.scripts.study_summary import summarise_study
+
+    run = tmp_path / "arm4_verbosity" / "seed1"
+    _fake_run(run, 1, {0: [True, True, False, False], 6: [True, False, False, False]}, [0.5] * 6)
+    (run / "goodhart.json").write_text(json.dumps({"triggered_step": 6, "best_step": 0, "restored": True}))
+    audit = {"steps": {"0": {"accuracy": 0.40}, "6": {"accuracy": 0.30}}}
+    (run / "audit.json").write_text(json.dumps(audit))
+    result = summarise_study(tmp_path, figures=False)
+    record = result["arms"]["verbosity"]["runs"][0]
+    assert record["audit"] == {0: 0.40, 6: 0.30} and record["audit_peak_step"] == 0
+    assert record["stopping_rules"]["detector"]["audit_accuracy_kept"] == 0.40
+    assert result["stopping_rules"]["detector"]["mean_audit_shortfall"] == 0.0
+    assert result["stopping_rules"]["best_checkpoint"]["audited_runs"] == 1

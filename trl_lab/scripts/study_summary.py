@@ -45,6 +45,15 @@ def _paired(run: Path, first: int, later: int, n: int) -> dict[str, Any] | None:
     return mcnemar_exact([a[i] for i in items], [b[i] for i in items])
 
 
+def _audit(run: Path) -> dict[int, float]:
+    """Audit-set accuracy by step (``audit.json`` of :mod:`trl_lab.scripts.study_audit`), empty when not audited."""
+    path = run / "audit.json"
+    if not path.is_file():
+        return {}
+    return {int(step): v["accuracy"] for step, v in sorted(json.loads(path.read_text())["steps"].items(),
+                                                          key=lambda kv: int(kv[0]))}
+
+
 def _at(entries: list[dict[str, Any]], key: str, step: int) -> float | None:
     steps, values = series(entries, key)
     return dict(zip(steps, values)).get(step)
@@ -92,6 +101,12 @@ def run_record(run: Path) -> dict[str, Any]:
     }
     record["blocks"] = _blocks(entries)
     record["stopping_rules"] = stopping_rules(entries, goodhart)
+    audit = _audit(run)
+    if audit:
+        record["audit"] = audit
+        record["audit_peak_step"] = max(audit, key=lambda s: (audit[s], -s))
+        for rule in record["stopping_rules"].values():
+            rule["audit_accuracy_kept"] = audit.get(rule["kept"])
     for key in ("strict_accuracy", "format_rate", "mean_length", "kl_to_ref", "repetition"):
         record[f"{key}_step0"] = _at(entries, f"heldout/{key}", first)
         record[f"{key}_final"] = _at(entries, f"heldout/{key}", last)
@@ -163,13 +178,18 @@ def score_stopping_rules(arms: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for run in arm["runs"]:
             for name, rule in run["stopping_rules"].items():
                 row = out.setdefault(name, {"hacked_runs": 0, "detected": 0, "other_runs": 0, "false_alarms": 0,
-                                            "shortfall": []})
+                                            "shortfall": [], "audit_shortfall": []})
                 row["hacked_runs" if hacked else "other_runs"] += 1
                 if rule["stop"] is not None:
                     row["detected" if hacked else "false_alarms"] += 1
                 row["shortfall"].append(run["accuracy_best"] - rule["accuracy_kept"])
+                if rule.get("audit_accuracy_kept") is not None:  # the truth: the audit set's peak vs the kept step
+                    row["audit_shortfall"].append(max(run["audit"].values()) - rule["audit_accuracy_kept"])
     for row in out.values():
         row["mean_shortfall"] = statistics.fmean(row.pop("shortfall"))
+        audited = row.pop("audit_shortfall")
+        row["audited_runs"] = len(audited)
+        row["mean_audit_shortfall"] = statistics.fmean(audited) if audited else None
     return out
 
 
@@ -288,11 +308,13 @@ def format_table(result: dict[str, Any]) -> str:
 
 def format_stopping_rules(result: dict[str, Any]) -> str:
     """Per rule: stops on the hacked arms and on the others, and the held-out accuracy it hands back below the peak."""
-    lines = ["| rule | stopped on hacked runs | stopped on other runs (false alarms) | mean accuracy below the peak |",
-             "| --- | ---: | ---: | ---: |"]
+    lines = ["| rule | stopped on hacked runs | stopped on other runs (false alarms) | mean accuracy below the peak "
+             "(held-out) | below the audit peak (audited runs) |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, row in result["stopping_rules"].items():
+        audit = ("-" if row["mean_audit_shortfall"] is None
+                 else f"{row['mean_audit_shortfall']:.3f} ({row['audited_runs']})")
         lines.append(f"| {name} | {row['detected']}/{row['hacked_runs']} | {row['false_alarms']}/{row['other_runs']} | "
-                     f"{row['mean_shortfall']:.3f} |")
+                     f"{row['mean_shortfall']:.3f} | {audit} |")
     per_run = ["| arm | seed | " + " | ".join(result["stopping_rules"]) + " |",
                "| --- | ---: |" + " --- |" * len(result["stopping_rules"])]
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
