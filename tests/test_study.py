@@ -23,6 +23,8 @@ def test_every_arm_shares_the_task_and_the_later_flag_wins():
     random = study.arm_argv("random", 7, "runs", ("--max_steps", "3"))
     assert "{name: coin_flip, kwargs: {seed: 7}}" in random and random[-2:] == ["--max_steps", "3"]
     assert study.arm_argv("ppo", 1)[1].endswith("ppo_gsm8k_cpu.yaml")
+    ppo = study.arm_argv("ppo", 1)  # equal generated tokens per step: 8 completions, each batch used for one step
+    assert ppo[ppo.index("--num_iterations") + 1] == "1" and ppo[ppo.index("--num_generations") + 1] == "1"
     with pytest.raises(ValueError, match=r"unknown arm 'leash' \(arm 7.*not built yet\); the arms are"):
         study.arm_argv("leash", 1)
 

@@ -77,8 +77,11 @@ ARMS: dict[str, StudyArm] = {
     "ppo": StudyArm(
         3, "ppo",
         # The GRPO arms generate 2 prompts x 4 completions of <= 64 tokens per step; PPO 8 prompts x 1, in two
-        # micro-batches of 4, for the same steps: equal generated tokens. lr as the GRPO arms (LoRA).
+        # micro-batches of 4, for the same steps: equal generated tokens -- with one PPO epoch per generation batch
+        # (the PPO config's num_iterations 2 reuses each batch for two steps: half the tokens; seed 42 ran so, see
+        # docs/results/study/arm3_ppo_2epochs). lr as the GRPO arms (LoRA).
         ("--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--num_generations", "1",
+         "--num_iterations", "1",
          "--max_completion_length", "64", "--temperature", "0.8", "--learning_rate", "5e-4",
          "--train_size", "256", "--heldout_max_new_tokens", "64", "--heldout_kl_items", "16"),
         "trl_lab's PPO (critic + GAE) with arm 1's reward, data and generated tokens",
