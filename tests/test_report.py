@@ -206,3 +206,12 @@ def test_overlay_draws_heldout_length_when_logged(tmp_path):
     assert [ax.get_ylabel() for ax in fig.axes][-1] == "held-out length\n(tokens)"
     curves = [line for line in fig.axes[-1].lines if len(set(line.get_xdata())) > 1]
     assert [(line.get_ydata()[0], line.get_ydata()[-1]) for line in curves] == [(55.0, 40.0), (56.0, 11.0)]
+
+
+def test_the_learning_signal_share_is_grpo_only():
+    from trl_lab.report import _summary
+
+    grpo = [{"step": s, "reward": 0.1, "frac_reward_zero_std": z} for s, z in ((1, 1.0), (2, 0.5))]
+    assert _summary(grpo, None)["groups_with_signal"] == 0.25
+    ppo = [{**e, "frac_reward_zero_std": 1.0, "ppo/value_loss": 0.3} for e in grpo]  # groups of one: always zero
+    assert _summary(ppo, None)["groups_with_signal"] is None

@@ -152,8 +152,9 @@ def _summary(entries: list[dict[str, Any]], goodhart: dict[str, Any] | None) -> 
         "first_steps_reward": sum(rv[:k]) / k if rv else None,
         "last_steps_reward": sum(rv[-k:]) / k if rv else None,
         "steps_averaged": k if rv else None,
-        # GRPO learns only from groups whose completions got different rewards.
-        "groups_with_signal": 1.0 - sum(zero_std) / len(zero_std) if zero_std else None,
+        # GRPO learns only from groups whose completions got different rewards; PPO's groups are one completion
+        # (zero spread by construction) and its advantages come from the critic, so the share means nothing there.
+        "groups_with_signal": 1.0 - sum(zero_std) / len(zero_std) if zero_std and not _is_ppo(entries) else None,
         "n_heldout_evals": len(av),
         "initial_accuracy": av[0] if av else None,
         "final_accuracy": av[-1] if av else None,
@@ -410,6 +411,11 @@ def _first_completion(table: Path) -> dict[str, Any] | None:
     with table.open(encoding="utf-8") as f:
         line = f.readline()
     return json.loads(line) if line.strip() else None
+
+
+def _is_ppo(entries: Sequence[dict[str, Any]]) -> bool:
+    """Whether the log is a trl_lab PPO run's (it logs ``ppo/*`` critic metrics)."""
+    return any(key.startswith("ppo/") for entry in entries for key in entry)
 
 
 def run_summary(output_dir: PathLike) -> dict[str, Any]:
