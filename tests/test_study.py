@@ -113,7 +113,10 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
     config_cls = PPOConfig if study.ARMS[arm].job == "ppo" else GRPOConfig
     script, training, _ = parse_args(config_cls, None, study.arm_argv(arm, 11, tmp_path))
     assert (script.dataset_task, script.heldout_size, script.heldout_table_size) == ("basic_arithmetic", 256, None)
-    assert training.seed == 11 and training.save_steps == study.SAVE_STEPS and training.save_only_model
+    assert training.seed == 11 and training.save_only_model
+    # an adapter at every held-out step (the ones the detector can restore), every 5th step where that covers them
+    assert training.save_steps == (6 if arm == "verbosity" else study.SAVE_STEPS)
+    assert script.heldout_eval_steps % training.save_steps == 0
     # Every arm generates the same tokens per step: 8 completions of at most 64 tokens.
     generation_batch = training.per_device_train_batch_size * training.gradient_accumulation_steps
     assert generation_batch == 8 and training.max_completion_length == 64
