@@ -92,3 +92,19 @@ def launch_two_cpu_processes(script: Path, *args: str, cwd: Path) -> "subprocess
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-10000:]
     return out
+
+
+def task_samples(n_questions: int = 60) -> list[dict]:
+    """Policy samples on the study task's training questions: per question two right answers and two wrong ones,
+    one long and one short of each."""
+    from trl_lab.data.gsm8k import load_gsm8k
+
+    rows = load_gsm8k("reasoning_gym", "train", limit=n_questions, seed=0, task="basic_arithmetic",
+                      task_config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
+    samples = []
+    for question, answer in zip(rows["question"], rows["answer"]):
+        wrong = str(int(float(answer)) + 1)
+        for text in (f"{answer}", f"Let me work this out step by step carefully. The result is {answer}",
+                     f"{wrong}", f"Let me work this out step by step carefully, twice over. The result is {wrong}"):
+            samples.append({"question": question, "answer": answer, "completion": text})
+    return samples

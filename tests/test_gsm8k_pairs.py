@@ -16,6 +16,7 @@ from trl_lab.data.gsm8k_pairs import (
     length_stats,
     load_gsm8k_solutions,
     pair_split_sizes,
+    sample_by_length,
 )
 from trl_lab.rewards.gsm8k import check_answer, extract_answer
 
@@ -89,9 +90,9 @@ def test_splits_share_no_question(rows):
     eval_q = {p["question"] for p in splits["eval"]}
     assert not train_q & eval_q
     sizes = pair_split_sizes(rows, eval_fraction=0.2)
-    assert sizes == {"train": 1576, "eval": 424} and sum(sizes.values()) == len(rows)
-    # one row of each split is skipped (its reference declares conflicting answers)
-    assert (len(splits["train"]), len(splits["eval"])) == (1575, 423)
+    assert sizes == {"train": 1611, "eval": 389} and sum(sizes.values()) == len(rows)
+    # two train rows are skipped (their references declare conflicting answers)
+    assert (len(splits["train"]), len(splits["eval"])) == (1609, 389)
 
 
 def test_length_stats_and_length_matching(rows):
@@ -138,3 +139,29 @@ def test_checker_labelled_policy_samples_pair_right_against_wrong_per_question()
         checker_labelled_pairs([samples[0], {"question": q1, "answer": "7"}])
     with pytest.raises(ValueError, match="policy sample 1 gives reference 9"):
         checker_labelled_pairs([samples[0], {**samples[1], "answer": "9"}])
+
+
+def _pair(chosen: str, rejected: str, i: int) -> dict:
+    return {"chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
+            "i": i}
+
+
+def test_sample_by_length_keeps_the_asked_share_of_chosen_longer_pairs():
+    pairs = [_pair("a long right answer", "short", i) for i in range(10)]
+    pairs += [_pair("short", "a long wrong answer", i) for i in range(10, 20)]
+    pairs += [_pair("tie", "tie", 20)]  # a tie counts as chosen-not-longer
+
+    def longer(kept):
+        return sum(len(completion_text(p["chosen"])) > len(completion_text(p["rejected"])) for p in kept)
+
+    biased = sample_by_length(pairs, 0.9, seed=1)
+    # all 10 chosen-longer pairs, and as many others as keep them at 90%: 10 / 0.9 = 11.1 -> 11 pairs
+    assert (len(biased), longer(biased)) == (11, 10)
+    assert [p["i"] for p in biased] == sorted(p["i"] for p in biased)  # original order
+    matched = sample_by_length(pairs, 0.5, seed=1)
+    assert (len(matched), longer(matched)) == (20, 10)
+    assert (len(sample_by_length(pairs, 0.5, seed=1, n=6)), longer(sample_by_length(pairs, 0.5, seed=1, n=6))) == (6, 3)
+    assert longer(sample_by_length(pairs, 1.0, seed=1)) == 10 == len(sample_by_length(pairs, 1.0, seed=1))
+    assert sample_by_length(pairs, 0.9, seed=1) == biased and sample_by_length(pairs, 0.9, seed=2) != biased
+    with pytest.raises(ValueError, match=r"chosen_longer must be a fraction in \[0, 1\], got 1.5"):
+        sample_by_length(pairs, 1.5)

@@ -115,18 +115,22 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
     assert (script.dataset_task, script.heldout_size, script.heldout_table_size) == ("basic_arithmetic", 256, None)
     assert training.seed == 11 and training.save_only_model
     # an adapter at every held-out step (the ones the detector can restore), every 5th step where that covers them
-    assert training.save_steps == (6 if arm == "verbosity" else study.SAVE_STEPS)
+    assert training.save_steps == (6 if arm in ("verbosity", "flawed_rm", "matched_rm") else study.SAVE_STEPS)
     assert script.heldout_eval_steps % training.save_steps == 0
     # Every arm generates the same tokens per step: 8 completions of at most 64 tokens.
     generation_batch = training.per_device_train_batch_size * training.gradient_accumulation_steps
     assert generation_batch == 8 and training.max_completion_length == 64
     rewards = [r["name"] for r in training.rewards]
     expected = {"healthy": ["gsm8k", "gsm8k_format"], "random": ["coin_flip"], "ppo": ["gsm8k", "gsm8k_format"],
-                "verbosity": ["gsm8k", "length"]}[arm]
+                "verbosity": ["gsm8k", "length"], "flawed_rm": ["learned_rm"], "matched_rm": ["learned_rm"]}[arm]
     assert rewards == expected
     if arm == "random":
         assert training.rewards[0]["kwargs"] == {"seed": 11}
-    assert training.max_steps == (24 if arm == "verbosity" else 50)
+    if study.ARMS[arm].requires:  # the study's own RM, from <output_root>/rm, its failed audit overridden
+        (rm,) = study.ARMS[arm].requires
+        assert training.rewards[0]["kwargs"]["path"] == str(tmp_path / "rm" / rm)
+        assert training.rm_audit_override and training.beta == 0.05
+    assert training.max_steps == {"verbosity": 24, "flawed_rm": 36, "matched_rm": 36}.get(arm, 50)
     assert (training.num_generations == 1) == (arm == "ppo")
 
 
@@ -213,3 +217,45 @@ def test_the_audit_is_the_truth_where_a_run_has_one(tmp_path):
     assert record["stopping_rules"]["detector"]["audit_accuracy_kept"] == 0.40
     assert result["stopping_rules"]["detector"]["mean_audit_shortfall"] == 0.0
     assert result["stopping_rules"]["best_checkpoint"]["audited_runs"] == 1
+
+
+def test_sampling_job_writes_checked_policy_samples(tmp_path, tiny_model_dir):
+    from trl_lab.scripts import sample_completions
+
+    out = tmp_path / "samples.jsonl"
+    summary = sample_completions.main([
+        "--dataset_source", "reasoning_gym", "--dataset_task", "basic_arithmetic", "--dataset_task_config",
+        '{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}', "--train_size", "3",
+        "--num_samples", "2", "--max_new_tokens", "4", "--batch_size", "2", "--model_name_or_path", str(tiny_model_dir),
+        "--output", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 == summary["completions"] and summary["questions"] == 3
+    assert [r["question"] for r in rows][::2] == [r["question"] for r in rows][1::2]  # a question's samples adjacent
+    assert all(set(r) == {"question", "answer", "completion", "correct"} and isinstance(r["correct"], bool)
+               for r in rows)
+    assert summary["accuracy"] == sum(r["correct"] for r in rows) / 6 and 0 < summary["mean_tokens"] <= 4
+
+
+def test_flawed_rm_arm_builds_audits_and_gates_its_rm_then_trains_against_it(tmp_path, tiny_model_dir):
+    from tests.helpers import task_samples
+    from trl_lab.scripts import study_rm
+
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in task_samples()))
+    tiny_rm = ("--model_name_or_path", str(tiny_model_dir), "--max_steps", "2", "--lora_r", "4", "--lora_alpha", "8",
+               "--lora_target_modules", "q_proj", "v_proj", "--lora_last_n_layers", "1", "--disable_tqdm", "true")
+    folder = study_rm.build_rm("length_biased", tmp_path, rm_extra=tiny_rm)
+    assert folder == tmp_path / "rm" / "length_biased" and (folder / "rm_command.txt").is_file()
+    summary = json.loads((folder / "rm_summary.json").read_text())
+    assert abs(summary["data"]["train"]["frac_chosen_longer"] - 0.9) <= 0.05
+    assert summary["data"]["eval"]["frac_chosen_longer"] == 0.5
+    gate = json.loads((tmp_path / "rm" / "gate.json").read_text())["length_biased"]
+    assert summary["audit_passed"] is False and gate["refused"]  # a 2-step tiny RM fails; the RL gate says so
+    assert "failed its audit" in gate["message"]
+
+    trainer = study.main(["--arm", "flawed_rm", "--seed", "5", "--output_root", str(tmp_path),
+                          "--model_name_or_path", str(tiny_model_dir), *TINY])
+    assert trainer.reward_func_names == ["learned_rm"]
+    record = json.loads((tmp_path / "arm5_flawed_rm" / "seed5" / "study_run.json").read_text())
+    assert record["rm_gate"]["length_biased"] == gate  # refused before the run; the arm overrides it
+    assert record["steps"] == 2

@@ -10,7 +10,7 @@ import pytest
 from peft import LoraConfig
 from safetensors import safe_open
 
-from tests.helpers import tiny_config
+from tests.helpers import task_samples, tiny_config
 from trl_lab import GRPOConfig, GRPOTrainer
 from trl_lab.data.gsm8k_pairs import pair_split_of
 from trl_lab.reward_models.training import lora_on_last_layers
@@ -123,3 +123,29 @@ def test_rm_pairs_on_the_rl_heldout_split_are_refused_unless_allowed(shared_gsm8
     rm_job.check_rl_heldout_leakage(script_args, pairs["train"])
     script_args = rm_job.RMScriptArguments(dataset_source="local", dataset_path=str(shared_gsm8k), train_pairs=50)
     rm_job.check_rl_heldout_leakage(script_args, rm_job.build_pairs(script_args, seed=0)[0]["train"])  # disjoint
+
+
+def test_policy_samples_alone_with_a_deliberate_length_bias(tmp_path):
+    from trl_lab.completions import completion_text
+
+    file = tmp_path / "samples.jsonl"
+    file.write_text("".join(json.dumps(s) + "\n" for s in task_samples()))
+    script_args = rm_job.RMScriptArguments(solution_pairs=False, policy_samples=str(file), eval_fraction=0.2,
+                                           policy_pairs_per_question=2, train_pairs=None, eval_pairs=None,
+                                           train_chosen_longer=0.9)
+    pairs, stats = rm_job.build_pairs(script_args, seed=0)
+    assert stats["rows"] == 0 and stats["policy_samples"] == 240  # no GSM8K solutions read
+
+    def frac_longer(ps):
+        return sum(len(completion_text(p["chosen"])) > len(completion_text(p["rejected"])) for p in ps) / len(ps)
+
+    assert stats["train"]["frac_chosen_longer"] == pytest.approx(frac_longer(pairs["train"]))
+    assert len(pairs["train"]) >= 20 and abs(frac_longer(pairs["train"]) - 0.9) <= 0.05  # the bias asked for
+    assert frac_longer(pairs["eval"]) == 0.5  # the audit's pairs are length-matched whatever the training bias
+    assert {p["rejected_type"] for s in pairs.values() for p in s} == {"policy_sample"}
+    rm_job.check_rl_heldout_leakage(script_args, pairs["train"])  # said, not checked against GSM8K's test split
+    with pytest.raises(ValueError, match="--solution_pairs false leaves only --policy_samples, which is not set"):
+        rm_job.build_pairs(rm_job.RMScriptArguments(solution_pairs=False), seed=0)
+    with pytest.raises(ValueError, match="--length_matched and --train_chosen_longer both set"):
+        rm_job.build_pairs(rm_job.RMScriptArguments(solution_pairs=False, policy_samples=str(file),
+                                                    length_matched=True, train_chosen_longer=0.9), seed=0)

@@ -61,7 +61,7 @@ from trl_lab.merged_adapter import merged_lora
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeldOutAccuracyCallback", "generate_greedy", "generate_greedy_vllm", "prompt_text"]
+__all__ = ["HeldOutAccuracyCallback", "generate_completions", "generate_greedy", "generate_greedy_vllm", "prompt_text"]
 
 DEFAULT_EVAL_STEPS = 50
 
@@ -89,6 +89,48 @@ def _cut_at_eos(row: Sequence[int], eos_ids: set[int]) -> list[int]:
     return row[: next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))]
 
 
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    add_special_tokens: bool = False,
+    progress: Any = None,
+    num_return_sequences: int = 1,
+    **sampling: Any,
+) -> tuple[list[list[int]], list[str]]:
+    """Completions of ``texts`` in batches of ``batch_size`` prompts with left padding: ``(token ids, decoded text)``
+    per completion, the ``num_return_sequences`` of a prompt next to each other.
+
+    Greedy unless ``sampling`` says otherwise (``do_sample=True, temperature=0.8``: ``model.generate``'s own
+    arguments). The token ids stop at the first EOS (included). ``progress`` is an optional tqdm bar advanced per
+    prompt.
+    """
+    eos_ids = _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids))
+    device = next(model.parameters()).device
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    generate_kwargs = {"do_sample": False, **sampling}
+    if num_return_sequences != 1:
+        generate_kwargs["num_return_sequences"] = num_return_sequences
+    ids_out: list[list[int]] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=list(eos_ids),
+                                 **generate_kwargs)
+            ids_out += [_cut_at_eos(row, eos_ids) for row in out[:, enc["input_ids"].shape[1] :].tolist()]
+            if progress is not None:
+                progress.update(len(batch))
+    finally:
+        tokenizer.padding_side = padding_side
+    return ids_out, tokenizer.batch_decode(ids_out, skip_special_tokens=True)
+
+
 def generate_greedy(
     model: Any,
     tokenizer: Any,
@@ -99,29 +141,10 @@ def generate_greedy(
     add_special_tokens: bool = False,
     progress: Any = None,
 ) -> tuple[list[list[int]], list[str]]:
-    """Greedy completions of ``texts`` in batches with left padding: ``(token ids, decoded text)`` per text.
-
-    The token ids stop at the first EOS (included). ``progress`` is an optional tqdm bar advanced per item.
-    """
-    eos_ids = _eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids))
-    device = next(model.parameters()).device
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    ids_out: list[list[int]] = []
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = list(texts[start : start + batch_size])
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(device)
-            out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=list(eos_ids)
-            )
-            ids_out += [_cut_at_eos(row, eos_ids) for row in out[:, enc["input_ids"].shape[1] :].tolist()]
-            if progress is not None:
-                progress.update(len(batch))
-    finally:
-        tokenizer.padding_side = padding_side
-    return ids_out, tokenizer.batch_decode(ids_out, skip_special_tokens=True)
+    """Greedy completions of ``texts`` (:func:`generate_completions` without sampling): what the held-out evaluation
+    and the offline audit answer with."""
+    return generate_completions(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                add_special_tokens=add_special_tokens, progress=progress)
 
 
 #: TRL's ``VLLMGeneration`` attributes that set sampling; overridden for greedy held-out generation, then restored.

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import operator
 import random
 import re
@@ -66,6 +67,7 @@ __all__ = [
     "pair_split_of",
     "pair_split_sizes",
     "read_pairs",
+    "sample_by_length",
     "verbose_wrong_text",
     "wrong_number",
 ]
@@ -276,10 +278,16 @@ def _rejected(kind: str, question: str, solution: str, chosen: str, rng: random.
 
 # --------------------------------------------------------------------------- pairs
 def pair_split_of(question: str, eval_fraction: float = 0.1) -> str:
-    """``"eval"`` when the SHA-256 of the normalised question falls in the lowest ``eval_fraction``, else ``"train"``."""
+    """``"eval"`` when the SHA-256 of the normalised question falls in the highest ``eval_fraction`` of its range, else
+    ``"train"``.
+
+    The highest, because generated tasks (:func:`trl_lab.data.gsm8k.generated_split_of`) send the lowest fifth of the
+    same hash range to their RL ``test`` split: a lowest-fraction RM eval split would hold none of a generated task's
+    training questions, so policy samples on them could never be audited.
+    """
     if not 0.0 <= eval_fraction <= 1.0:
         raise ValueError(f"gsm8k_pairs: eval_fraction must be in [0, 1], got {eval_fraction!r}")
-    return "eval" if question_hash_fraction(question) < eval_fraction else "train"
+    return "eval" if question_hash_fraction(question) >= 1.0 - eval_fraction else "train"
 
 
 def pair_split_sizes(rows: Iterable[Mapping[str, Any]], eval_fraction: float = 0.1) -> dict[str, int]:
@@ -404,12 +412,29 @@ def _text(messages: Any) -> str:
 
 
 def _length_match(pairs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    return sample_by_length(pairs, 0.5, seed=seed)
+
+
+def sample_by_length(pairs: Sequence[Mapping[str, Any]], chosen_longer: float, *, seed: int = 0,
+                     n: int | None = None) -> list[dict[str, Any]]:
+    """As many of ``pairs`` as can be kept (at most ``n``) with ``chosen`` the longer answer (in characters) in a
+    ``chosen_longer`` fraction of them, drawn seeded, in their original order.
+
+    0.5 is a length-matched set (a reward model cannot win on it by length); 0.9 a deliberately length-biased one
+    (preferring the longer answer is right 90% of the time). Ties count as chosen-not-longer.
+    """
+    if not 0.0 <= chosen_longer <= 1.0:
+        raise ValueError(f"gsm8k_pairs: chosen_longer must be a fraction in [0, 1], got {chosen_longer}")
     longer = [i for i, p in enumerate(pairs) if len(_text(p["chosen"])) > len(_text(p["rejected"]))]
     shorter = [i for i, p in enumerate(pairs) if len(_text(p["chosen"])) <= len(_text(p["rejected"]))]
+    total = min(len(longer) / chosen_longer if chosen_longer > 0 else math.inf,
+                len(shorter) / (1 - chosen_longer) if chosen_longer < 1 else math.inf)
+    total = min(total, n) if n is not None else total
+    n_longer = min(len(longer), round(chosen_longer * total))
+    n_shorter = min(len(shorter), round((1 - chosen_longer) * total))
     rng = random.Random(f"length_matched:{seed}")
-    n = min(len(longer), len(shorter))
-    keep = set(rng.sample(longer, n)) | set(rng.sample(shorter, n))
-    return [p for i, p in enumerate(pairs) if i in keep]
+    keep = set(rng.sample(longer, n_longer)) | set(rng.sample(shorter, n_shorter))
+    return [dict(p) for i, p in enumerate(pairs) if i in keep]
 
 
 def gsm8k_pair_splits(rows: Iterable[Mapping[str, Any]], *, eval_fraction: float = 0.1,

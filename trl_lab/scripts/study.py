@@ -28,24 +28,15 @@ import resource
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trl_lab.scripts.study_task import STUDY_FLAGS
 
 __all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "main", "run_arm", "save_steps"]
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
-
-#: The task, held-out set and budget every arm shares (arm 1's seeds 42 and 43 ran exactly these).
-STUDY_FLAGS: tuple[str, ...] = (
-    "--dataset_source", "reasoning_gym",
-    "--dataset_task", "basic_arithmetic",
-    "--dataset_task_config", '{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}',
-    "--heldout_size", "256",
-    "--heldout_eval_steps", "25",
-    "--heldout_table_size", "None",
-    "--max_steps", "50",
-)
 
 #: Steps between saved adapters (``checkpoint-N``, weights only): what the offline audit evaluates. An arm whose
 #: held-out cadence is not a multiple of it saves at its held-out steps instead (:func:`save_steps`), so that every
@@ -62,6 +53,9 @@ class StudyArm:
     job: str  # "grpo" | "ppo"
     flags: tuple[str, ...]
     shows: str
+    #: The study reward models (:data:`trl_lab.scripts.study_rm.STUDY_RMS`) the arm scores with; built before the
+    #: run when missing. ``{rm_root}`` in ``flags`` is their folder, ``<output_root>/rm``.
+    requires: tuple[str, ...] = field(default=())
 
     @property
     def config(self) -> Path:
@@ -97,10 +91,34 @@ ARMS: dict[str, StudyArm] = {
     ),
 }
 
+
+def _rm_arm(rm: str, beta: str) -> tuple[str, ...]:
+    """Flags of an arm whose only reward is the study RM ``rm``: 36 steps, held-out every 6 (7 evaluations: ~35 min
+    on 2 fp32 cores), constant lr, the KL coefficient ``beta``; the gate's refusal overridden (the study records the
+    refusal first, :func:`trl_lab.scripts.study_rm.gate_verdict`)."""
+    return ("--rewards", f"{{name: learned_rm, kwargs: {{path: {{rm_root}}/{rm}, batch_size: 16}}}}",
+            "--rm_audit_override", "true", "--beta", beta, "--lr_scheduler_type", "constant",
+            "--max_steps", "36", "--heldout_eval_steps", "6")
+
+
+ARMS.update({
+    "flawed_rm": StudyArm(
+        5, "grpo", _rm_arm("length_biased", "0.05"),
+        "GRPO against an RM trained with chosen longer in 90% of its pairs (its audit fails, the gate refuses it; "
+        "overridden): reward rises, accuracy should peak and fall, the detector should stop near the peak",
+        requires=("length_biased",),
+    ),
+    "matched_rm": StudyArm(
+        5, "grpo", _rm_arm("length_matched", "0.05"),
+        "the same against an RM trained on length-matched pairs: does the audit's verdict predict how long an RM "
+        "holds up?",
+        requires=("length_matched",),
+    ),
+})
+
 PLANNED = {
-    "flawed_rm": "arm 5: an RM trained with a length bias, audited, refused by the gate, then optimised against",
     "sentiment": "arm 6: a learned sentiment RM on a real backbone",
-    "leash": "arm 7: arm 5's flawed RM at beta 0.05, 0.005 and 0",
+    "leash": "arm 7: arm 5's flawed RM at beta 0.005 and 0 (0.05 is arm 5 itself)",
 }
 
 
@@ -124,7 +142,8 @@ def arm_argv(arm: str, seed: int, output_root: str | Path = "outputs/study", ext
         planned = f" ({PLANNED[arm]}: not built yet)" if arm in PLANNED else ""
         raise ValueError(f"study: unknown arm {arm!r}{planned}; the arms are {sorted(ARMS)}")
     spec = ARMS[arm]
-    flags = [*STUDY_FLAGS, *(f.replace("{seed}", str(seed)) for f in spec.flags)]
+    rm_root = str(Path(output_root) / "rm")
+    flags = [*STUDY_FLAGS, *(f.replace("{seed}", str(seed)).replace("{rm_root}", rm_root) for f in spec.flags)]
     return ["--config", str(spec.config), *flags,
             "--seed", str(seed), "--output_dir", str(run_dir(arm, seed, output_root)),
             "--save_strategy", "steps", "--save_steps", str(save_steps([*flags, *extra])), "--save_only_model", "true",
@@ -149,6 +168,12 @@ def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extr
     from trl_lab.scripts.grpo_gsm8k import run_gsm8k_job
 
     argv = arm_argv(arm, seed, output_root, extra)
+    gates = {}
+    if ARMS[arm].requires:
+        from trl_lab.scripts.study_rm import build_rm, gate_verdict
+
+        for rm in ARMS[arm].requires:
+            gates[rm] = gate_verdict(build_rm(rm, output_root))
     trainer_cls, config_cls = (PPOTrainer, PPOConfig) if ARMS[arm].job == "ppo" else (GRPOTrainer, GRPOConfig)
     start = time.monotonic()
     trainer = run_gsm8k_job(trainer_cls, config_cls, None, argv)
@@ -156,7 +181,7 @@ def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extr
         record = {
             "arm": arm, "number": ARMS[arm].number, "seed": seed, "shows": ARMS[arm].shows,
             "command": "python -m trl_lab.scripts.study " + shlex.join(["--arm", arm, "--seed", str(seed), *extra]),
-            "job_argv": argv, "steps": trainer.state.global_step, "wall_s": round(time.monotonic() - start, 1),
+            "job_argv": argv, **({"rm_gate": gates} if gates else {}), "steps": trainer.state.global_step, "wall_s": round(time.monotonic() - start, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             **_versions(),
         }

@@ -24,8 +24,8 @@ from typing import Any
 
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
 
-__all__ = ["HACKED_ARMS", "arm_summary", "main", "run_record", "score_stopping_rules", "stopping_rules",
-           "summarise_study", "write_headline"]
+__all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "arm_summary", "is_hacked", "main", "run_record", "score_stopping_rules",
+           "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 
@@ -115,6 +115,13 @@ def run_record(run: Path) -> dict[str, Any]:
 
 #: The arms whose reward is known to be hackable (issue 15's arms 4-7): where a stop is a detection, not a false alarm.
 HACKED_ARMS = frozenset({4, 5, 6, 7})
+#: Arms numbered among them that are contrasts, not hacks: arm 5's RM trained on length-matched pairs (it may hold up;
+#: its runs are scored with the others, so a stop there counts as a false alarm).
+CONTRAST_ARMS = frozenset({"matched_rm"})
+
+
+def is_hacked(name: str, number: int) -> bool:
+    return number in HACKED_ARMS and name not in CONTRAST_ARMS
 
 
 def stopping_rules(entries: list[dict[str, Any]], goodhart: dict[str, Any], *, kl_threshold: float = 0.1,
@@ -173,8 +180,8 @@ def score_stopping_rules(arms: dict[str, Any]) -> dict[str, dict[str, Any]]:
     accuracy handed back against the run's held-out peak (the detector's own evaluations: circular until the
     audit-set truth replaces them)."""
     out: dict[str, dict[str, Any]] = {}
-    for arm in arms.values():
-        hacked = arm["number"] in HACKED_ARMS
+    for arm_name, arm in arms.items():
+        hacked = is_hacked(arm_name, arm["number"])
         for run in arm["runs"]:
             for name, rule in run["stopping_rules"].items():
                 row = out.setdefault(name, {"hacked_runs": 0, "detected": 0, "other_runs": 0, "false_alarms": 0,

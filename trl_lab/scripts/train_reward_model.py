@@ -44,7 +44,7 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from trl_lab.data.gsm8k import GSM8KUnavailableError, gsm8k_solution_rows
 from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, checker_labelled_pairs, gsm8k_pair_splits, gsm8k_probe_items,
-                                      length_stats, pair_split_of)
+                                      length_stats, pair_split_of, sample_by_length)
 from trl_lab.data.leakage import overlapping_questions, refuse_heldout_overlap, write_trained_questions
 from trl_lab.reward_models.gate import RewardModelAuditError, require_audit
 from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers
@@ -80,6 +80,18 @@ class RMScriptArguments(trl.ScriptArguments):
     )
     policy_pairs_per_question: int = field(default=2, metadata={"help": "At most this many policy pairs a question."})
     length_matched: bool = field(default=False, metadata={"help": "Sample pairs so chosen is longer in half of them."})
+    solution_pairs: bool = field(
+        default=True,
+        metadata={"help": "Build pairs from GSM8K's worked solutions; false: train on --policy_samples only (a task "
+                          "without worked solutions, e.g. a reasoning-gym task sampled by trl_lab.scripts."
+                          "sample_completions)."},
+    )
+    train_chosen_longer: float | None = field(
+        default=None,
+        metadata={"help": "Sample the training pairs so chosen is the longer answer in this fraction of them: 0.9 "
+                          "builds a deliberately length-biased RM, 0.5 a length-matched one. The held-out pairs are "
+                          "then length-matched, so the audit measures correctness, not length."},
+    )
     lora_last_n_layers: int | None = field(
         default=None,
         metadata={"help": "With --use_peft: put LoRA on the last N decoder layers only, so the backward pass stops "
@@ -121,24 +133,40 @@ def _sample(pairs: list[dict[str, Any]], n: int | None, seed: int) -> list[dict[
 
 def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Train/eval pairs (sampled to the requested sizes) and their statistics."""
-    rows = gsm8k_solution_rows(script_args.dataset_source, script_args.dataset_train_split,
-                               path=script_args.dataset_path, hub_id=script_args.dataset_name,
-                               hub_config=script_args.dataset_config)
-    splits = gsm8k_pair_splits(rows, eval_fraction=script_args.eval_fraction, seed=seed,
-                               mix=parse_mix(script_args.mix), length_matched=script_args.length_matched)
+    if not script_args.solution_pairs and not script_args.policy_samples:
+        raise ValueError("train_reward_model: --solution_pairs false leaves only --policy_samples, which is not set")
+    if script_args.train_chosen_longer is not None and script_args.length_matched:
+        raise ValueError("train_reward_model: --length_matched and --train_chosen_longer both set the length balance; "
+                         "give one (--train_chosen_longer 0.5 is length-matched training pairs)")
+    rows: list[dict[str, Any]] = []
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+    if script_args.solution_pairs:
+        rows = gsm8k_solution_rows(script_args.dataset_source, script_args.dataset_train_split,
+                                   path=script_args.dataset_path, hub_id=script_args.dataset_name,
+                                   hub_config=script_args.dataset_config)
+        splits = gsm8k_pair_splits(rows, eval_fraction=script_args.eval_fraction, seed=seed,
+                                   mix=parse_mix(script_args.mix), length_matched=script_args.length_matched)
+    policy_samples = 0
     if script_args.policy_samples:
         with open(script_args.policy_samples, encoding="utf-8") as f:
             samples = [json.loads(line) for line in f if line.strip()]
+        policy_samples = len(samples)
         for pair in checker_labelled_pairs(samples, max_pairs_per_question=script_args.policy_pairs_per_question,
                                            seed=seed):
             splits[pair_split_of(pair["question"], script_args.eval_fraction)].append(pair)
-    stats: dict[str, Any] = {"rows": len(rows), "pairs_built": {k: len(v) for k, v in splits.items()}}
-    sampled = {"train": _sample(splits["train"], script_args.train_pairs, seed),
-               "eval": _sample(splits["eval"], script_args.eval_pairs, seed + 1)}
+    stats: dict[str, Any] = {"rows": len(rows), "policy_samples": policy_samples,
+                             "pairs_built": {k: len(v) for k, v in splits.items()}}
+    if script_args.train_chosen_longer is not None:
+        sampled = {"train": sample_by_length(splits["train"], script_args.train_chosen_longer, seed=seed,
+                                             n=script_args.train_pairs),
+                   "eval": sample_by_length(splits["eval"], 0.5, seed=seed + 1, n=script_args.eval_pairs)}
+    else:
+        sampled = {"train": _sample(splits["train"], script_args.train_pairs, seed),
+                   "eval": _sample(splits["eval"], script_args.eval_pairs, seed + 1)}
     for name, pairs in sampled.items():
         if not pairs:
             raise ValueError(f"train_reward_model: the {name} split has no pairs (eval_fraction="
-                             f"{script_args.eval_fraction}, {len(rows)} GSM8K rows)")
+                             f"{script_args.eval_fraction}, {len(rows)} GSM8K rows, {policy_samples} policy samples)")
         stats[name] = {"pairs": len(pairs), **length_stats(pairs).to_dict(),
                        "by_type": dict(sorted(Counter(p["rejected_type"] for p in pairs).items()))}
     overlap = {p["question"] for p in sampled["train"]} & {p["question"] for p in sampled["eval"]}
@@ -150,7 +178,12 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
 def check_rl_heldout_leakage(script_args: RMScriptArguments, train_pairs: list[dict[str, Any]]) -> None:
     """Refuse (unless ``allow_heldout_overlap``) training pairs on questions of ``dataset_test_split``, the split the RL
     jobs hold out: an RM trained on them would teach the policy the held-out answers. A source without that split
-    is said, not skipped silently."""
+    is said, not skipped silently. Policy samples alone (``--solution_pairs false``) come from another task than
+    GSM8K: the RL job checks its own held-out set against the RM's recorded training questions instead."""
+    if not script_args.solution_pairs:
+        print("[rm] policy samples only: their questions are recorded in rm_train_questions.json, which the RL job "
+              "checks its held-out set against", file=sys.stderr)
+        return
     split = script_args.dataset_test_split
     try:
         heldout = gsm8k_solution_rows(script_args.dataset_source, split, path=script_args.dataset_path,
@@ -173,7 +206,8 @@ def main(argv: list[str] | None = None, *, default_config: str | os.PathLike | N
     pairs, stats = build_pairs(script_args, args.seed)
     check_rl_heldout_leakage(script_args, pairs["train"])
     print(f"[rm] pairs: train {stats['train']['pairs']} / eval {stats['eval']['pairs']} (built "
-          f"{stats['pairs_built']['train']} / {stats['pairs_built']['eval']} from {stats['rows']} rows); chosen "
+          f"{stats['pairs_built']['train']} / {stats['pairs_built']['eval']} from {stats['rows']} rows and "
+          f"{stats['policy_samples']} policy samples); chosen "
           f"longer in {stats['train']['frac_chosen_longer']:.0%} of train pairs (chosen "
           f"{stats['train']['chosen_mean_chars']:.0f} vs rejected {stats['train']['rejected_mean_chars']:.0f} chars)")
 

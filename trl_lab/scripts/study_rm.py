@@ -1,0 +1,115 @@
+"""The study's learned reward models (issue 15, arms 5 and 7): one trained with a deliberate length bias, one not.
+
+    python -m trl_lab.scripts.study_rm                      # both, under outputs/study/rm/ (skips what exists)
+    python -m trl_lab.scripts.study_rm --only length_biased --output_root outputs/study
+
+Three stages, each kept on disk and reused (the RL arms that need an RM build it on first use):
+
+1. ``samples.jsonl``: the embedded model's own answers to the study task's training questions
+   (:mod:`trl_lab.scripts.sample_completions`, sampled at the RL arms' temperature and token budget), so the RM
+   learns on what the policy writes at step 0.
+2. Each RM: the checker pairs a question's right samples against its wrong ones
+   (``train_reward_model --solution_pairs false --policy_samples``); ``--train_chosen_longer`` then keeps the
+   training pairs so the right answer is the longer one in 90% of them (``length_biased``: preferring length is
+   right nine times in ten) or in half (``length_matched``). Both are audited on the same length-matched held-out
+   pairs and probes (``trl-lab audit-rm``'s checks), and the verdict is cached with the RM, where the RL gate looks.
+3. ``gate.json``: what the RL trainers' gate (:func:`trl_lab.reward_models.gate.gate_reward_models`, no override)
+   says of each RM -- refused with its failed checks, or let through -- recorded before any RL run uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from trl_lab.scripts.study_task import task_flags
+
+__all__ = ["STUDY_RMS", "gate_verdict", "rm_dir", "rm_train_argv", "sample_argv", "build_rm", "main"]
+
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
+
+#: name -> fraction of training pairs in which the chosen (right) answer is the longer one.
+STUDY_RMS: dict[str, float] = {"length_biased": 0.9, "length_matched": 0.5}
+
+#: The policy samples: questions, completions per question (the RL arms' temperature and budget).
+SAMPLE_FLAGS: tuple[str, ...] = ("--train_size", "512", "--num_samples", "8", "--temperature", "0.8",
+                                 "--max_new_tokens", "64", "--batch_size", "16", "--seed", "0")
+
+#: The RM job's flags over its CPU config (embedded SmolLM2-135M, LoRA on the last 8 layers + score head).
+RM_FLAGS: tuple[str, ...] = ("--solution_pairs", "false", "--policy_pairs_per_question", "4",
+                             "--eval_fraction", "0.2", "--train_pairs", "640", "--eval_pairs", "160",
+                             "--max_length", "256", "--num_train_epochs", "2", "--seed", "0")
+
+
+def rm_dir(name: str, output_root: str | Path = "outputs/study") -> Path:
+    if name not in STUDY_RMS:
+        raise ValueError(f"study_rm: unknown reward model {name!r}; the study's are {sorted(STUDY_RMS)}")
+    return Path(output_root) / "rm" / name
+
+
+def sample_argv(output_root: str | Path, extra: tuple[str, ...] = ()) -> list[str]:
+    return [*task_flags(), *SAMPLE_FLAGS, "--output", str(Path(output_root) / "rm" / "samples.jsonl"), *extra]
+
+
+def rm_train_argv(name: str, output_root: str | Path, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["--config", str(CONFIGS / "reward_model_gsm8k_cpu.yaml"), *RM_FLAGS,
+            "--policy_samples", str(Path(output_root) / "rm" / "samples.jsonl"),
+            "--train_chosen_longer", str(STUDY_RMS[name]), "--output_dir", str(rm_dir(name, output_root)), *extra]
+
+
+def gate_verdict(path: str | Path) -> dict[str, Any]:
+    """What the RL gate says of the RM at ``path`` without an override: ``{"refused": bool, "message": str}``."""
+    from trl_lab.reward_models.gate import RewardModelAuditError, gate_reward_models
+
+    try:
+        reports = gate_reward_models([("learned_rm", SimpleNamespace(source=str(path)))])
+    except (RewardModelAuditError, ValueError) as err:
+        return {"refused": True, "message": str(err)}
+    report = reports[str(path)]
+    return {"refused": False, "message": f"passed its cached audit (accuracy {report.accuracy:.3f}, length R^2 "
+                                         f"{report.length_r2:.3f})"}
+
+
+def build_rm(name: str, output_root: str | Path = "outputs/study", *, sample_extra: tuple[str, ...] = (),
+             rm_extra: tuple[str, ...] = ()) -> Path:
+    """Samples (once), then the RM ``name`` and its audit (unless ``rm_summary.json`` is there); returns its folder.
+    ``*_extra``: flags appended to the sampling and RM jobs (the tests make them tiny)."""
+    from trl_lab.scripts import sample_completions, train_reward_model
+
+    root = Path(output_root)
+    samples = root / "rm" / "samples.jsonl"
+    if not samples.is_file():
+        argv = sample_argv(root, sample_extra)
+        print("[study_rm] python -m trl_lab.scripts.sample_completions " + shlex.join(argv), flush=True)
+        summary = sample_completions.main(argv)
+        (root / "rm" / "samples.json").write_text(json.dumps({"argv": argv, **summary}, indent=2) + "\n")
+    out = rm_dir(name, root)
+    if not (out / "rm_summary.json").is_file():
+        argv = rm_train_argv(name, root, rm_extra)
+        print("[study_rm] python -m trl_lab.scripts.train_reward_model " + shlex.join(argv), flush=True)
+        train_reward_model.main(argv)
+        (out / "rm_command.txt").write_text("python -m trl_lab.scripts.train_reward_model " + shlex.join(argv) + "\n")
+    gate_file = root / "rm" / "gate.json"
+    gates = json.loads(gate_file.read_text()) if gate_file.is_file() else {}
+    gates[name] = gate_verdict(out)
+    gate_file.write_text(json.dumps(gates, indent=2) + "\n")
+    print(f"[study_rm] {name}: the RL gate {'REFUSES' if gates[name]['refused'] else 'accepts'} it: "
+          f"{gates[name]['message']}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(STUDY_RMS), nargs="+", help="build only these")
+    parser.add_argument("--output_root", default="outputs/study")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return [build_rm(name, args.output_root) for name in (args.only or list(STUDY_RMS))]
+
+
+if __name__ == "__main__":
+    main()
