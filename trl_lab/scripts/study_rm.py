@@ -38,7 +38,7 @@ STUDY_RMS: dict[str, float] = {"length_biased": 0.9, "length_matched": 0.5}
 
 #: The policy samples: questions, completions per question (the RL arms' temperature and budget).
 SAMPLE_FLAGS: tuple[str, ...] = ("--train_size", "256", "--num_samples", "8", "--temperature", "0.8",
-                                 "--max_new_tokens", "64", "--batch_size", "2", "--seed", "0")
+                                 "--max_new_tokens", "64", "--batch_size", "16", "--seed", "0")
 
 #: The RM job's flags over its CPU config (embedded SmolLM2-135M, LoRA on the last 8 layers + score head).
 RM_FLAGS: tuple[str, ...] = ("--solution_pairs", "false", "--policy_pairs_per_question", "4",
