@@ -244,12 +244,13 @@ def test_flawed_rm_arm_builds_audits_and_gates_its_rm_then_trains_against_it(tmp
     (tmp_path / "rm" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in task_samples()))
     tiny_rm = ("--model_name_or_path", str(tiny_model_dir), "--max_steps", "2", "--lora_r", "4", "--lora_alpha", "8",
                "--lora_target_modules", "q_proj", "v_proj", "--lora_last_n_layers", "1", "--disable_tqdm", "true")
-    folder = study_rm.build_rm("length_biased", tmp_path, rm_extra=tiny_rm)
+    folder, verdict = study_rm.build_rm("length_biased", tmp_path, rm_extra=tiny_rm)
     assert folder == tmp_path / "rm" / "length_biased" and (folder / "rm_command.txt").is_file()
     summary = json.loads((folder / "rm_summary.json").read_text())
     assert abs(summary["data"]["train"]["frac_chosen_longer"] - 0.9) <= 0.05
     assert summary["data"]["eval"]["frac_chosen_longer"] == 0.5
     gate = json.loads((tmp_path / "rm" / "gate.json").read_text())["length_biased"]
+    assert verdict == gate
     assert summary["audit_passed"] is False and gate["refused"]  # a 2-step tiny RM fails; the RL gate says so
     assert "failed its audit" in gate["message"]
 

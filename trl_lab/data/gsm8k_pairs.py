@@ -347,7 +347,7 @@ def build_gsm8k_pairs(rows: Iterable[Mapping[str, Any]], *, mix: Mapping[str, fl
     if skipped:
         logger.warning("gsm8k_pairs: skipped %d row(s) whose reference solution does not pass the GSM8K checker "
                        "(conflicting answer declarations): rows %s", len(skipped), skipped[:10])
-    return _length_match(pairs, seed) if length_matched else pairs
+    return sample_by_length(pairs, 0.5, seed=seed) if length_matched else pairs
 
 
 def checker_labelled_pairs(samples: Iterable[Mapping[str, Any]], *, max_pairs_per_question: int = 2, seed: int = 0,
@@ -409,10 +409,6 @@ def _text(messages: Any) -> str:
     from trl_lab.completions import completion_text
 
     return completion_text(messages)
-
-
-def _length_match(pairs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    return sample_by_length(pairs, 0.5, seed=seed)
 
 
 def sample_by_length(pairs: Sequence[Mapping[str, Any]], chosen_longer: float, *, seed: int = 0,

@@ -170,10 +170,10 @@ def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extr
     argv = arm_argv(arm, seed, output_root, extra)
     gates = {}
     if ARMS[arm].requires:
-        from trl_lab.scripts.study_rm import build_rm, gate_verdict
+        from trl_lab.scripts.study_rm import build_rm
 
         for rm in ARMS[arm].requires:
-            gates[rm] = gate_verdict(build_rm(rm, output_root))
+            gates[rm] = build_rm(rm, output_root)[1]
     trainer_cls, config_cls = (PPOTrainer, PPOConfig) if ARMS[arm].job == "ppo" else (GRPOTrainer, GRPOConfig)
     start = time.monotonic()
     trainer = run_gsm8k_job(trainer_cls, config_cls, None, argv)

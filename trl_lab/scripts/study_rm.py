@@ -76,9 +76,10 @@ def gate_verdict(path: str | Path) -> dict[str, Any]:
 
 
 def build_rm(name: str, output_root: str | Path = "outputs/study", *, sample_extra: tuple[str, ...] = (),
-             rm_extra: tuple[str, ...] = ()) -> Path:
-    """Samples (once), then the RM ``name`` and its audit (unless ``rm_summary.json`` is there); returns its folder.
-    ``*_extra``: flags appended to the sampling and RM jobs (the tests make them tiny)."""
+             rm_extra: tuple[str, ...] = ()) -> tuple[Path, dict[str, Any]]:
+    """Samples (once), then the RM ``name`` and its audit (unless ``rm_summary.json`` is there); returns its folder and
+    the gate's verdict on it (:func:`gate_verdict`, also recorded in ``rm/gate.json``). ``*_extra``: flags appended to
+    the sampling and RM jobs (the tests make them tiny)."""
     from trl_lab.scripts import sample_completions, train_reward_model
 
     root = Path(output_root)
@@ -100,10 +101,10 @@ def build_rm(name: str, output_root: str | Path = "outputs/study", *, sample_ext
     gate_file.write_text(json.dumps(gates, indent=2) + "\n")
     print(f"[study_rm] {name}: the RL gate {'REFUSES' if gates[name]['refused'] else 'accepts'} it: "
           f"{gates[name]['message']}", flush=True)
-    return out
+    return out, gates[name]
 
 
-def main(argv: list[str] | None = None) -> list[Path]:
+def main(argv: list[str] | None = None) -> list[tuple[Path, dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(STUDY_RMS), nargs="+", help="build only these")
     parser.add_argument("--output_root", default="outputs/study")
