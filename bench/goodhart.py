@@ -9,7 +9,9 @@ Every detector sees the same runs from :mod:`trl_lab.testing.goodhart_sim` (n=50
   0.4 (slow) or 1 (fast) point/eval; 15-point collapses; per-item outcomes that persist between evaluations
   (latent AR(1), lag-one correlation 0.95: on it the old rule gives about what issue 13 measured);
 * ``persistent+memory``: the same curves with part of each item's latent fixed for the whole run
-  (``item_memory`` 0.5, AR 0.9; and 0.8, AR 0.8): outcomes that stay correlated at every lag.
+  (``item_memory`` 0.5, AR 0.9; and 0.8, AR 0.8): outcomes that stay correlated at every lag;
+* ``real-fit``: the same curves with the item model fitted to the study's real runs by
+  ``bench/heldout_persistence.py`` (memory 0.5, AR 0.26 per evaluation, difficulty sd 0.75).
 
 Columns:
 
@@ -19,7 +21,7 @@ Columns:
   ``regret``, true accuracy at the true peak minus at the step restored, in points, mean/95th percentile over
   detected runs (goal: mean <= 1).
 
-Detectors: ``GoodhartCallback`` with the ``glr`` rule (the default) and the ``paired_z`` rule (the old default),
+Detectors: ``GoodhartCallback`` with the ``paired_z`` rule (the default) and the ``glr`` rule,
 each on per-item results and on the accuracy alone (binomial SE); a noise-scaled peak-drop baseline (stop when
 accuracy is ``c`` standard errors of a difference below the highest accuracy seen, restore that one);
 transformers' ``EarlyStoppingCallback`` (the real class driven with a fake TrainerState/TrainerControl, restoring
@@ -49,6 +51,8 @@ SUITES: dict[str, dict[str, Scenario]] = {
     "persistent": persistent_suite(0.95),
     "persistent+memory 0.5": persistent_suite(0.9, item_memory=0.5),
     "persistent+memory 0.8": persistent_suite(0.8, item_memory=0.8),
+    # fitted to the study's real runs by bench/heldout_persistence.py (evaluation = 6 steps)
+    "real-fit": persistent_suite(0.26, item_memory=0.5, difficulty_sd=0.75),
 }
 
 Detector = Callable[[SimRun], tuple[int | None, int | None]]  # run -> (fired at, restored evaluation)

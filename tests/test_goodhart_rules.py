@@ -42,6 +42,21 @@ def test_persistent_items_keep_their_outcomes_and_the_true_accuracy():
     assert agreement(memory.items, 20) > agreement(persistent.items, 20) + 0.05
 
 
+def test_kept_share_matches_the_item_model():
+    """bench/heldout_persistence.py fits real runs with kept_share: fresh draws keep p^2 + (1-p)^2 on average
+    items (more with spread difficulties), persistence raises the short lags, memory keeps a floor."""
+    from trl_lab.testing.goodhart_sim import kept_share
+
+    flat = kept_share([0.2, 0.5], [1, 10], persistence=0.0, difficulty_sd=0.01, n_items=20000, n_evals=12)
+    assert flat[0.2][1] == pytest.approx(0.2**2 + 0.8**2, abs=0.01) and flat[0.5][10] == pytest.approx(0.5, abs=0.01)
+    spread = kept_share([0.2], [1], persistence=0.0, difficulty_sd=2.0, n_items=20000, n_evals=4)[0.2][1]
+    assert spread > flat[0.2][1] + 0.05
+    ar = kept_share([0.2], [1, 10], persistence=0.95, n_items=5000, n_evals=12)[0.2]
+    memory = kept_share([0.2], [1, 10], persistence=0.3, item_memory=0.8, n_items=5000, n_evals=12)[0.2]
+    assert ar[1] > ar[10] + 0.05 and abs(memory[1] - memory[10]) < 0.02
+    assert memory[10] > kept_share([0.2], [10], persistence=0.0, n_items=5000, n_evals=12)[0.2][10] + 0.05
+
+
 def test_persistent_suite_has_issue_13_shapes():
     slow = simulate_run(PERSISTENT_SCENARIOS["hacked_slow"], n_items=200, seed=1)
     fast = simulate_run(PERSISTENT_SCENARIOS["hacked_fast"], n_items=200, seed=1)

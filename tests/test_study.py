@@ -25,8 +25,8 @@ def test_every_arm_shares_the_task_and_the_later_flag_wins():
     assert study.arm_argv("ppo", 1)[1].endswith("ppo_gsm8k_cpu.yaml")
     ppo = study.arm_argv("ppo", 1)  # equal generated tokens per step: 8 completions, each batch used for one step
     assert ppo[ppo.index("--num_iterations") + 1] == "1" and ppo[ppo.index("--num_generations") + 1] == "1"
-    with pytest.raises(ValueError, match=r"unknown arm 'leash' \(arm 7.*not built yet\); the arms are"):
-        study.arm_argv("leash", 1)
+    with pytest.raises(ValueError, match=r"unknown arm 'sentiment' \(arm 6.*not built yet\); the arms are"):
+        study.arm_argv("sentiment", 1)
 
 
 def test_dry_run_prints_the_job_command(capsys):
@@ -115,22 +115,24 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
     assert (script.dataset_task, script.heldout_size, script.heldout_table_size) == ("basic_arithmetic", 256, None)
     assert training.seed == 11 and training.save_only_model
     # an adapter at every held-out step (the ones the detector can restore), every 5th step where that covers them
-    assert training.save_steps == (6 if arm in ("verbosity", "flawed_rm", "matched_rm") else study.SAVE_STEPS)
+    rm_arms = ("flawed_rm", "matched_rm", "weak_leash", "no_leash")
+    assert training.save_steps == (6 if arm in ("verbosity", *rm_arms) else study.SAVE_STEPS)
     assert script.heldout_eval_steps % training.save_steps == 0
     # Every arm generates the same tokens per step: 8 completions of at most 64 tokens.
     generation_batch = training.per_device_train_batch_size * training.gradient_accumulation_steps
     assert generation_batch == 8 and training.max_completion_length == 64
     rewards = [r["name"] for r in training.rewards]
     expected = {"healthy": ["gsm8k", "gsm8k_format"], "random": ["coin_flip"], "ppo": ["gsm8k", "gsm8k_format"],
-                "verbosity": ["gsm8k", "length"], "flawed_rm": ["learned_rm"], "matched_rm": ["learned_rm"]}[arm]
+                "verbosity": ["gsm8k", "length"], **dict.fromkeys(rm_arms, ["learned_rm"])}[arm]
     assert rewards == expected
     if arm == "random":
         assert training.rewards[0]["kwargs"] == {"seed": 11}
     if study.ARMS[arm].requires:  # the study's own RM, from <output_root>/rm, its failed audit overridden
         (rm,) = study.ARMS[arm].requires
         assert training.rewards[0]["kwargs"]["path"] == str(tmp_path / "rm" / rm)
-        assert training.rm_audit_override and training.beta == 0.05
-    assert training.max_steps == {"verbosity": 24, "flawed_rm": 36, "matched_rm": 36}.get(arm, 50)
+        assert training.rm_audit_override
+        assert training.beta == {"weak_leash": 0.005, "no_leash": 0.0}.get(arm, 0.05)
+    assert training.max_steps == {"verbosity": 24, **dict.fromkeys(rm_arms, 36)}.get(arm, 50)
     assert (training.num_generations == 1) == (arm == "ppo")
 
 

@@ -114,11 +114,21 @@ ARMS.update({
         "holds up?",
         requires=("length_matched",),
     ),
+    # Arm 7, the leash: arm 5's flawed RM with a weaker KL penalty (beta 0.05 is flawed_rm itself).
+    "weak_leash": StudyArm(
+        7, "grpo", _rm_arm("length_biased", "0.005"),
+        "arm 5's flawed RM at beta 0.005: with a looser leash, does accuracy peak sooner and fall further?",
+        requires=("length_biased",),
+    ),
+    "no_leash": StudyArm(
+        7, "grpo", _rm_arm("length_biased", "0"),
+        "arm 5's flawed RM with no KL penalty: the seeds predict the soonest fall",
+        requires=("length_biased",),
+    ),
 })
 
 PLANNED = {
     "sentiment": "arm 6: a learned sentiment RM on a real backbone",
-    "leash": "arm 7: arm 5's flawed RM at beta 0.005 and 0 (0.05 is arm 5 itself)",
 }
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PERSISTENT_SCENARIOS", "SCENARIOS", "Outcome", "Scenario", "SimRun", "persistent_suite", "score",
+__all__ = ["PERSISTENT_SCENARIOS", "SCENARIOS", "Outcome", "Scenario", "SimRun", "kept_share", "persistent_suite", "score",
            "simulate", "simulate_run"]
 
 
@@ -68,9 +68,11 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def persistent_suite(persistence: float = 0.95, item_memory: float = 0.0) -> dict[str, Scenario]:
+def persistent_suite(persistence: float = 0.95, item_memory: float = 0.0,
+                     difficulty_sd: float = 1.5) -> dict[str, Scenario]:
     """Issue 13's suite: 40 evaluations, peaks at 10-22, 0.4 / 1 point declines, 15-point collapses, persistent items."""
-    common = dict(n_evals=40, onset_eval=(10, 22), persistence=persistence, item_memory=item_memory)
+    common = dict(n_evals=40, onset_eval=(10, 22), persistence=persistence, item_memory=item_memory,
+                  difficulty_sd=difficulty_sd)
     return {
         "healthy": Scenario("healthy", "healthy", **common),
         "healthy_slow_rise": Scenario("healthy_slow_rise", "healthy", rise_tau=(20.0, 80.0), **common),
@@ -162,15 +164,38 @@ def _draw_items(rng: np.random.Generator, p: np.ndarray, persistence: float, mem
         raise ValueError(f"persistence and item_memory must be in [0, 1), got {persistence} and {memory}")
     if persistence == 0.0 and memory == 0.0:
         return rng.random(p.shape) < p
+    return _latent(rng, p.shape[0], p.shape[1], persistence, memory) < p
+
+
+def _latent(rng: np.random.Generator, n_evals: int, n_items: int, persistence: float, memory: float) -> np.ndarray:
+    """(n_evals, n_items) uniform(0, 1) draws, Phi of the latent of :func:`_draw_items`: outcome = draw < p."""
     import torch
 
-    e = np.empty(p.shape)
-    e[0] = rng.standard_normal(p.shape[1])
+    e = np.empty((n_evals, n_items))
+    e[0] = rng.standard_normal(n_items)
     innovation = np.sqrt(1.0 - persistence**2)
-    for t in range(1, p.shape[0]):
-        e[t] = persistence * e[t - 1] + innovation * rng.standard_normal(p.shape[1])
-    z = np.sqrt(memory) * rng.standard_normal(p.shape[1]) + np.sqrt(1.0 - memory) * e
-    return torch.special.ndtr(torch.from_numpy(z)).numpy() < p
+    for t in range(1, n_evals):
+        e[t] = persistence * e[t - 1] + innovation * rng.standard_normal(n_items)
+    z = np.sqrt(memory) * rng.standard_normal(n_items) + np.sqrt(1.0 - memory) * e
+    return torch.special.ndtr(torch.from_numpy(z)).numpy()
+
+
+def kept_share(accuracies: Sequence[float], lags: Sequence[int], *, persistence: float, item_memory: float = 0.0,
+               difficulty_sd: float = 1.5, n_items: int = 2000, n_evals: int = 24,
+               seed: int = 0) -> dict[float, dict[int, float]]:
+    """Share of items keeping their outcome between evaluations ``l`` apart, for each ``l`` in ``lags``, on flat runs
+    at each of ``accuracies`` (one latent draw shared by all): ``{accuracy: {lag: share}}``. What
+    ``bench/heldout_persistence.py`` compares with real runs."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, difficulty_sd, n_items)
+    theta = _solve_theta(np.asarray(accuracies, dtype=float), difficulty)
+    p = 1.0 / (1.0 + np.exp(difficulty[None, :] - theta[:, None]))  # (accuracies, items)
+    z = _latent(rng, n_evals, n_items, persistence, item_memory)
+    out = {}
+    for acc, p_acc in zip(accuracies, p):
+        items = z < p_acc[None, :]
+        out[acc] = {lag: float((items[:-lag] == items[lag:]).mean()) for lag in lags}
+    return out
 
 
 def simulate(scenario: Scenario | str, runs: int, n_items: int = 500, seed: int = 0) -> Iterator[SimRun]:
