@@ -152,6 +152,14 @@ def test_headline_marks_the_detector_stop_and_the_restored_step(tmp_path):
         "detector stops (step 5)", "restored (step 0)"]
     reward = right.lines[0].get_ydata()
     assert list(reward) == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])  # running mean of up to 5 steps
+    # a learned RM's score (off [0, 1]) is drawn on its own right-hand axis, still in the one legend
+    rm_run = tmp_path / "rm"
+    _fake_run(rm_run, 3, {0: [True] * 4 + [False] * 4}, [1.6, 1.8, 2.0])
+    fig = study_summary.write_headline([("rm", rm_run)], tmp_path / "rm.png")
+    accuracy_ax, reward_ax = fig.axes
+    assert accuracy_ax.get_ylim() == (0, 1) and reward_ax.lines[0].get_ydata().max() == pytest.approx(1.8)
+    assert [t.get_text() for t in accuracy_ax.get_legend().get_texts()] == [
+        "held-out accuracy (8 items)", "train reward (mean of 5 steps); right axis"]
 
 
 def test_blocks_average_training_metrics_per_ten_steps(tmp_path):

@@ -259,7 +259,12 @@ def write_headline(runs: list[tuple[str, str | Path]], out_png: str | Path, *, d
     for ax, (title, run) in zip(axes, runs):
         entries = load_log_history(run)
         rs, rv = series(entries, "reward")
-        ax.plot(rs, _smoothed(rv), color="tab:blue", label="train reward (mean of 5 steps)")
+        # a reward off accuracy's [0, 1] scale (a learned RM's score) gets its own axis on the right
+        reward_ax = ax.twinx() if rv and (min(rv) < 0 or max(rv) > 1) else ax
+        reward_ax.plot(rs, _smoothed(rv), color="tab:blue", label="train reward (mean of 5 steps)"
+                       + ("; right axis" if reward_ax is not ax else ""))
+        if reward_ax is not ax:
+            reward_ax.set_ylabel("train reward", color="tab:blue")
         steps, acc = series(entries, "heldout/accuracy")
         n = int(_at(entries, "heldout/n", steps[0]) or 0) if steps else 0
         ax.plot(steps, acc, color="tab:green", marker="o", label=f"held-out accuracy ({n} items)")
@@ -278,7 +283,9 @@ def write_headline(runs: list[tuple[str, str | Path]], out_png: str | Path, *, d
         ax.set_xlabel("step")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        handles = [*ax.get_legend_handles_labels()[0], *(reward_ax.get_legend_handles_labels()[0] if reward_ax is not ax
+                                                          else [])]
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=dpi)
