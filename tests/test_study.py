@@ -37,29 +37,31 @@ def test_dry_run_prints_the_job_command(capsys):
 
 
 def test_random_arm_smallest_run_on_a_tiny_model(tmp_path, tiny_model_dir):
-    trainer = study.main(["--arm", "random", "--seed", "5", "--output_root", str(tmp_path),
-                          "--model_name_or_path", str(tiny_model_dir), *TINY])
+    trainer = study.main(["--arm", "random", "--seed", "5", "--output_root", str(tmp_path), "--audit_size", "6",
+                          "--audit_batch_size", "3", "--model_name_or_path", str(tiny_model_dir), *TINY])
     out = tmp_path / "arm2_random" / "seed5"
     assert trainer.reward_func_names == ["coin_flip"]
     assert [e["step"] for e in trainer.state.log_history if "heldout/accuracy" in e] == [0, 1, 2]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]  # for the audit
     record = json.loads((out / "study_run.json").read_text())
     assert record["arm"] == "random" and record["seed"] == 5 and record["steps"] == 2
-    assert record["command"].startswith("python -m trl_lab.scripts.study --arm random --seed 5 ")
+    assert record["command"].startswith("python -m trl_lab.scripts.study --arm random --seed 5 --audit_size 6 ")
     assert record["job_argv"] == study.arm_argv("random", 5, tmp_path,
                                                 ("--model_name_or_path", str(tiny_model_dir), *TINY))
     assert isinstance(record["cpu_native_bf16"], bool) and record["peak_rss_gb"] > 0
 
-    # The offline truth: the base model and both adapters, on audit questions the run never saw.
+    # The truth, scored by the runner once training ended: the base model and both adapters (every held-out step
+    # saved one), on audit questions the run never saw.
     from trl_lab.data.questions import normalise_question
     from trl_lab.scripts import study_audit
     from trl_lab.scripts.grpo_gsm8k import load_heldout_set
 
-    assert study_audit.saved_steps(out) == [0, 1, 2]
-    audit = study_audit.audit_run(out, audit_size=6, batch_size=3)
+    assert study_audit.saved_steps(out) == [0, 1, 2] == study.audit_steps(trainer)
+    audit = json.loads((out / "audit.json").read_text())
     assert sorted(audit["steps"]) == ["0", "1", "2"] and audit["true_peak_step"] in (0, 1, 2)
     assert all(len(v["correct"]) == 6 and 0.0 <= v["accuracy"] <= 1.0 for v in audit["steps"].values())
-    assert json.loads((out / "audit.json").read_text()) == audit
+    again = study_audit.audit_run(out, steps=[0, 2], audit_size=6, batch_size=3)["steps"]["2"]  # greedy: repeatable
+    assert again["correct"] == audit["steps"]["2"]["correct"]
     script_args, training_args, _ = study_audit._job_args(out)
     heldout = {normalise_question(q) for q in load_heldout_set(script_args, 5)["question"]}
     questions = study_audit.audit_set(script_args, 5, 6, [])["question"]
@@ -264,7 +266,7 @@ def test_flawed_rm_arm_builds_audits_and_gates_its_rm_then_trains_against_it(tmp
     assert summary["audit_passed"] is False and gate["refused"]  # a 2-step tiny RM fails; the RL gate says so
     assert "failed its audit" in gate["message"]
 
-    trainer = study.main(["--arm", "flawed_rm", "--seed", "5", "--output_root", str(tmp_path),
+    trainer = study.main(["--arm", "flawed_rm", "--seed", "5", "--output_root", str(tmp_path), "--audit_size", "0",
                           "--model_name_or_path", str(tiny_model_dir), *TINY])
     assert trainer.reward_func_names == ["learned_rm"]
     record = json.loads((tmp_path / "arm5_flawed_rm" / "seed5" / "study_run.json").read_text())

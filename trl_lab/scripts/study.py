@@ -4,6 +4,7 @@
     python -m trl_lab.scripts.study --arm healthy --seed 44         # arm 1, seed 44 -> outputs/study/arm1_healthy/seed44
     python -m trl_lab.scripts.study --arm random --seed 42 --dry_run             # print the job's command only
     python -m trl_lab.scripts.study --arm healthy --seed 1 --max_steps 4         # any job flag overrides the arm's
+    python -m trl_lab.scripts.study --arm flawed_rm --seed 43 --audit_size 0     # skip the audit after the run
 
 Every arm is the GSM8K job (:mod:`trl_lab.scripts.grpo_gsm8k`, or its PPO twin) on the study's task -- reasoning-gym
 ``basic_arithmetic`` with two one-digit terms, the rung of the task ladder where the embedded SmolLM2-135M scores
@@ -12,7 +13,10 @@ never occur in train, every answer kept (``heldout_table_size: None``) so that b
 item by item. The arms differ only in the flags :data:`ARMS` lists; the base is the CPU demo config
 (``examples/configs/grpo_gsm8k_cpu.yaml``, or ``ppo_gsm8k_cpu.yaml`` for PPO). An adapter is saved every
 :data:`SAVE_STEPS` steps (``checkpoint-*``, model only), so that the truth for the detector's score can be measured
-afterwards on a separate, larger audit set.
+afterwards on a separate, larger audit set. By default the runner does that itself once training ends
+(:func:`trl_lab.scripts.study_audit.audit_run`, ``--audit_size`` questions, at step 0 and every held-out step that has
+an adapter: the steps the detector can hand back), so a run's truth is measured on the machine that holds its
+adapters -- they are not kept past a session here, and an audit left for later was lost with them once.
 
 Beside the job's own files (``metrics.jsonl``, ``report.png``, ``goodhart.json``, ``heldout/``) the run folder gets
 ``study_run.json``: the arm, seed, exact job flags, wall time, peak RSS, library versions and whether this CPU ran
@@ -34,7 +38,7 @@ from typing import Any
 
 from trl_lab.scripts.study_task import STUDY_FLAGS
 
-__all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "main", "run_arm", "save_steps"]
+__all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "audit_steps", "main", "run_arm", "save_steps"]
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
@@ -171,8 +175,18 @@ def _versions() -> dict[str, Any]:
             "trl": trl.__version__, "cpu_native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
 
 
-def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = ()) -> Any:
-    """Run one arm at one seed in this process; returns the trainer (``end_job`` it when done)."""
+def audit_steps(trainer: Any) -> list[int]:
+    """Step 0 and every held-out evaluation step of ``trainer``'s run that saved an adapter, in order."""
+    from trl_lab.scripts.study_audit import saved_steps
+
+    evaluated = {e["step"] for e in trainer.state.log_history if "heldout/accuracy" in e}
+    return [s for s in saved_steps(trainer.args.output_dir) if s == 0 or s in evaluated]
+
+
+def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = (),
+            audit_size: int = 0, audit_batch_size: int = 16) -> Any:
+    """Run one arm at one seed in this process, then (``audit_size`` > 0) audit it at :func:`audit_steps`; returns
+    the trainer (``end_job`` it when done)."""
     from trl_lab.grpo import GRPOConfig, GRPOTrainer
     from trl_lab.ppo import PPOConfig, PPOTrainer
     from trl_lab.scripts.grpo_gsm8k import run_gsm8k_job
@@ -190,13 +204,18 @@ def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extr
     if trainer.accelerator.is_main_process:
         record = {
             "arm": arm, "number": ARMS[arm].number, "seed": seed, "shows": ARMS[arm].shows,
-            "command": "python -m trl_lab.scripts.study " + shlex.join(["--arm", arm, "--seed", str(seed), *extra]),
+            "command": "python -m trl_lab.scripts.study " + shlex.join(["--arm", arm, "--seed", str(seed),
+                                                                         "--audit_size", str(audit_size), *extra]),
             "job_argv": argv, **({"rm_gate": gates} if gates else {}), "steps": trainer.state.global_step, "wall_s": round(time.monotonic() - start, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             **_versions(),
         }
         out = Path(trainer.args.output_dir)
         (out / "study_run.json").write_text(json.dumps(record, indent=2) + "\n")
+        if audit_size > 0:
+            from trl_lab.scripts.study_audit import audit_run
+
+            audit_run(out, steps=audit_steps(trainer), audit_size=audit_size, batch_size=audit_batch_size)
     return trainer
 
 
@@ -206,6 +225,9 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--arm", choices=sorted(ARMS), help="which arm to run")
     parser.add_argument("--seed", type=int, help="the run's seed (training and its held-out sample)")
     parser.add_argument("--output_root", default="outputs/study", help="runs go to <root>/arm<N>_<arm>/seed<S>")
+    parser.add_argument("--audit_size", type=int, default=256,
+                        help="audit questions scored after the run at step 0 and each held-out step (0: no audit)")
+    parser.add_argument("--audit_batch_size", type=int, default=16)
     parser.add_argument("--dry_run", action="store_true", help="print the job command and stop")
     parser.add_argument("--list", action="store_true", help="list the arms and stop")
     args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -223,7 +245,7 @@ def main(argv: list[str] | None = None) -> Any:
         print(f"python -m trl_lab.scripts.{job} " + shlex.join(arm_argv(args.arm, args.seed, args.output_root,
                                                                             tuple(extra))))
         return None
-    return run_arm(args.arm, args.seed, args.output_root, tuple(extra))
+    return run_arm(args.arm, args.seed, args.output_root, tuple(extra), args.audit_size, args.audit_batch_size)
 
 
 if __name__ == "__main__":
