@@ -212,7 +212,7 @@ def test_stopping_rules_replay_each_baseline_from_the_log():
         {"accuracy_best": 0.35, "stopping_rules": quiet}]}})
     assert scored["detector"] == {"hacked_runs": 1, "detected": 1, "other_runs": 1, "false_alarms": 0,
                                   "mean_shortfall": pytest.approx(0.075), "audited_runs": 0,
-                                  "mean_audit_shortfall": None}
+                                  "mean_audit_shortfall": None, "audited_detections": 0, "mean_audit_delay": None}
 
 
 def test_the_audit_is_the_truth_where_a_run_has_one(tmp_path):
@@ -272,3 +272,37 @@ def test_flawed_rm_arm_builds_audits_and_gates_its_rm_then_trains_against_it(tmp
     record = json.loads((tmp_path / "arm5_flawed_rm" / "seed5" / "study_run.json").read_text())
     assert record["rm_gate"]["length_biased"] == gate  # refused before the run; the arm overrides it
     assert record["steps"] == 2
+
+
+def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path):
+    from trl_lab.scripts.study_summary import format_audit, format_leash, summarise_study
+
+    lost = [True] * 12 + [False] * 28  # 12 of 40 right at step 0
+    for arm, beta, at_6, at_12 in (("arm5_flawed_rm", "0.05", lost, [False] * 4 + [True] * 8 + [False] * 28),
+                                   ("arm7_no_leash", "0", [False] * 40, [False] * 40)):
+        run = tmp_path / arm / "seed1"
+        _fake_run(run, 1, {0: lost, 6: at_6, 12: at_12}, [1.5] * 12)
+        with (run / "metrics.jsonl").open("a") as f:
+            for step, kl in ((0, 0.0), (6, 0.05), (12, 0.2)):
+                f.write(json.dumps({"step": step, "heldout/kl_to_ref": kl}) + "\n")
+        rm = "{name: learned_rm, kwargs: {path: outputs/study/rm/length_biased, batch_size: 16}}"
+        (run / "study_run.json").write_text(json.dumps({"seed": 1, "job_argv": ["--rewards", rm, "--beta", beta]}))
+    healthy = tmp_path / "arm1_healthy" / "seed1"  # not against the flawed RM: not in the leash table
+    _fake_run(healthy, 1, {0: lost, 6: lost}, [0.2] * 6)
+    (tmp_path / "arm7_no_leash" / "seed1" / "audit.json").write_text(
+        json.dumps({"steps": {"0": {"accuracy": 0.25}, "6": {"accuracy": 0.05}, "12": {"accuracy": 0.0}}}))
+    (tmp_path / "arm7_no_leash" / "seed1" / "goodhart.json").write_text(
+        json.dumps({"triggered_step": 12, "best_step": 0, "restored": True}))
+    result = summarise_study(tmp_path, figures=False)
+    flawed, loose = result["arms"]["flawed_rm"]["runs"][0], result["arms"]["no_leash"]["runs"][0]
+    assert flawed["beta"] == 0.05 and loose["beta"] == 0.0 and flawed["kl"] == [0.0, 0.05, 0.2]
+    # flawed: 12 -> 12 -> 8 right (4 lost, p 0.125: not significant); no leash: all 12 lost at step 6 (p 0.0005)
+    assert flawed["fall_step"] is None and loose["fall_step"] == 6
+    table = format_leash(result, tmp_path).splitlines()
+    assert len(table) == 4 and "healthy" not in "\n".join(table)
+    assert table[2] == "| 5 flawed_rm | 1 | 0.05 | 0.300 (0) | 0.000 | - | not audited | - / 12 |"
+    assert table[3] == "| 7 no_leash | 1 | 0 | 0.300 (0) | 0.000 | 6: 0.000, 0.050 | 0.250 (0) | 12 / 0 |"
+    assert format_audit(result).splitlines()[2] == \
+        "| 7 no_leash | 1 | 0: 0.300 / 0.250, 6: 0.000 / 0.050, 12: 0.000 / 0.000 | 0 | 0 |"
+    detector = result["stopping_rules"]["detector"]
+    assert detector["audited_detections"] == 1 and detector["mean_audit_delay"] == 12.0

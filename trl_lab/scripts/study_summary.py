@@ -24,8 +24,8 @@ from typing import Any
 
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
 
-__all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "arm_summary", "is_hacked", "main", "run_record", "score_stopping_rules",
-           "stopping_rules", "summarise_study", "write_headline"]
+__all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "arm_summary", "format_audit", "format_leash", "is_hacked",
+           "main", "run_record", "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 
@@ -75,6 +75,22 @@ def _blocks(entries: list[dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
+def _flag(argv: list[str], name: str) -> str | None:
+    """The value of the last ``name`` flag in a job's argv (what the job parsed), or None."""
+    values = [value for flag, value in zip(argv, argv[1:]) if flag == name]
+    return values[-1] if values else None
+
+
+def _first_significant_fall(run: Path, steps: list[int], n: int) -> int | None:
+    """The first evaluation that lost significantly against step 0 (exact McNemar p < 0.05, more items lost than
+    gained), or None."""
+    for step in steps[1:]:
+        paired = _paired(run, steps[0], step, n)
+        if paired is not None and paired["p"] < 0.05 and paired["only_before"] > paired["only_after"]:
+            return step
+    return None
+
+
 def run_record(run: Path) -> dict[str, Any]:
     """Every number the study reports about one run folder."""
     entries = load_log_history(run)
@@ -98,6 +114,9 @@ def run_record(run: Path) -> dict[str, Any]:
         "goodhart_triggered_step": goodhart.get("triggered_step"),
         "health_warnings": [f"{w['signal']}@{w['step']}" for w in (goodhart.get("health") or {}).get("warnings", [])],
         "cpu_native_bf16": meta.get("cpu_native_bf16"), "wall_s": meta.get("wall_s"),
+        "beta": None if (beta := _flag(meta.get("job_argv", []), "--beta")) is None else float(beta),
+        "kl": [_at(entries, "heldout/kl_to_ref", s) for s in steps],
+        "fall_step": _first_significant_fall(run, steps, n),
     }
     record["blocks"] = _blocks(entries)
     record["stopping_rules"] = stopping_rules(entries, goodhart)
@@ -185,18 +204,23 @@ def score_stopping_rules(arms: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for run in arm["runs"]:
             for name, rule in run["stopping_rules"].items():
                 row = out.setdefault(name, {"hacked_runs": 0, "detected": 0, "other_runs": 0, "false_alarms": 0,
-                                            "shortfall": [], "audit_shortfall": []})
+                                            "shortfall": [], "audit_shortfall": [], "audit_delay": []})
                 row["hacked_runs" if hacked else "other_runs"] += 1
                 if rule["stop"] is not None:
                     row["detected" if hacked else "false_alarms"] += 1
                 row["shortfall"].append(run["accuracy_best"] - rule["accuracy_kept"])
                 if rule.get("audit_accuracy_kept") is not None:  # the truth: the audit set's peak vs the kept step
                     row["audit_shortfall"].append(max(run["audit"].values()) - rule["audit_accuracy_kept"])
+                    if hacked and rule["stop"] is not None:  # steps from the true peak to the stop
+                        row["audit_delay"].append(rule["stop"] - run["audit_peak_step"])
     for row in out.values():
         row["mean_shortfall"] = statistics.fmean(row.pop("shortfall"))
         audited = row.pop("audit_shortfall")
         row["audited_runs"] = len(audited)
         row["mean_audit_shortfall"] = statistics.fmean(audited) if audited else None
+        delays = row.pop("audit_delay")
+        row["audited_detections"] = len(delays)
+        row["mean_audit_delay"] = statistics.fmean(delays) if delays else None
     return out
 
 
@@ -323,12 +347,15 @@ def format_table(result: dict[str, Any]) -> str:
 def format_stopping_rules(result: dict[str, Any]) -> str:
     """Per rule: stops on the hacked arms and on the others, and the held-out accuracy it hands back below the peak."""
     lines = ["| rule | stopped on hacked runs | stopped on other runs (false alarms) | mean accuracy below the peak "
-             "(held-out) | below the audit peak (audited runs) |", "| --- | ---: | ---: | ---: | ---: |"]
+             "(held-out) | below the audit peak (audited runs) | steps from the audit peak to the stop (audited "
+             "detections) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, row in result["stopping_rules"].items():
         audit = ("-" if row["mean_audit_shortfall"] is None
                  else f"{row['mean_audit_shortfall']:.3f} ({row['audited_runs']})")
+        delay = ("-" if row.get("mean_audit_delay") is None
+                 else f"{row['mean_audit_delay']:.1f} ({row['audited_detections']})")
         lines.append(f"| {name} | {row['detected']}/{row['hacked_runs']} | {row['false_alarms']}/{row['other_runs']} | "
-                     f"{row['mean_shortfall']:.3f} | {audit} |")
+                     f"{row['mean_shortfall']:.3f} | {audit} | {delay} |")
     per_run = ["| arm | seed | " + " | ".join(result["stopping_rules"]) + " |",
                "| --- | ---: |" + " --- |" * len(result["stopping_rules"])]
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
@@ -352,6 +379,52 @@ def format_blocks(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
+LEASH_RM = "length_biased"
+
+
+def format_leash(result: dict[str, Any], root: str | Path) -> str:
+    """Arm 7's question, per run against :data:`LEASH_RM` (``flawed_rm`` at beta 0.05 and the arm-7 runs): where
+    held-out accuracy peaks and the KL there, the first evaluation that lost significantly against step 0 and the KL
+    there, the audit's peak, and the detector's stop."""
+    lines = ["| arm | seed | beta | held-out peak (step) | KL at the peak | first significant fall (step: acc, KL) | "
+             "audit peak (step) | detector stop / restored |", "| --- | ---: | ---: | --- | ---: | --- | --- | --- |"]
+    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            meta_path = Path(root) / r["run"] / "study_run.json"
+            argv = json.loads(meta_path.read_text()).get("job_argv", []) if meta_path.is_file() else []
+            if not any(LEASH_RM in a for a in argv if "learned_rm" in a):
+                continue
+            i = r["steps"].index(r["best_step"])
+            fall = r["fall_step"]
+            fell = ("-" if fall is None else
+                    f"{fall}: {r['accuracy'][r['steps'].index(fall)]:.3f}, {fmt(r['kl'][r['steps'].index(fall)])}")
+            audit = ("not audited" if "audit" not in r else
+                     f"{r['audit'][r['audit_peak_step']]:.3f} ({r['audit_peak_step']})")
+            det = r["stopping_rules"]["detector"]
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {'' if r['beta'] is None else format(r['beta'], 'g')} | {r['accuracy_best']:.3f} "
+                         f"({r['best_step']}) | {fmt(r['kl'][i])} | {fell} | {audit} | "
+                         f"{'-' if det['stop'] is None else det['stop']} / {det['kept']} |")
+    return "\n".join(lines)
+
+
+def format_audit(result: dict[str, Any]) -> str:
+    """Per audited run: held-out and audit-set accuracy at each audited step, side by side."""
+    lines = ["| arm | seed | step: held-out / audit accuracy | audit peak | detector restored |",
+             "| --- | ---: | --- | ---: | ---: |"]
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            if "audit" not in r:
+                continue
+            held = dict(zip(r["steps"], r["accuracy"]))
+            cells = ", ".join(f"{s}: {held[s]:.3f} / {a:.3f}" if s in held else f"{s}: - / {a:.3f}"
+                              for s, a in r["audit"].items())
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {cells} | {r['audit_peak_step']} | "
+                         f"{r['stopping_rules']['detector']['kept']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="the study folder: arm<N>_<arm>/seed<S>/ run folders")
@@ -369,6 +442,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_blocks(result))
     print()
     print(format_stopping_rules(result))
+    print()
+    print(format_leash(result, args.root))
+    print()
+    print(format_audit(result))
     return result
 
 
