@@ -298,7 +298,7 @@ def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path)
     assert flawed["beta"] == 0.05 and loose["beta"] == 0.0 and flawed["kl"] == [0.0, 0.05, 0.2]
     # flawed: 12 -> 12 -> 8 right (4 lost, p 0.125: not significant); no leash: all 12 lost at step 6 (p 0.0005)
     assert flawed["fall_step"] is None and loose["fall_step"] == 6
-    table = format_leash(result, tmp_path).splitlines()
+    table = format_leash(result).splitlines()
     assert len(table) == 4 and "healthy" not in "\n".join(table)
     assert table[2] == "| 5 flawed_rm | 1 | 0.05 | 0.300 (0) | 0.000 | - | not audited | - / 12 |"
     assert table[3] == "| 7 no_leash | 1 | 0 | 0.300 (0) | 0.000 | 6: 0.000, 0.050 | 0.250 (0) | 12 / 0 |"

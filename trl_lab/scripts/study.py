@@ -38,7 +38,7 @@ from typing import Any
 
 from trl_lab.scripts.study_task import STUDY_FLAGS
 
-__all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "audit_steps", "main", "run_arm", "save_steps"]
+__all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "audit_steps", "flag_value", "main", "run_arm", "save_steps"]
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
@@ -140,13 +140,16 @@ def run_dir(arm: str, seed: int, output_root: str | Path) -> Path:
     return Path(output_root) / f"arm{ARMS[arm].number}_{arm}" / f"seed{seed}"
 
 
+def flag_value(flags: list[str] | tuple[str, ...], name: str) -> str | None:
+    """The value of the last ``name`` flag in a job's ``flags`` (the one the job parses), or None."""
+    values = [value for flag, value in zip(flags, flags[1:]) if flag == name]
+    return values[-1] if values else None
+
+
 def save_steps(flags: list[str] | tuple[str, ...]) -> int:
     """:data:`SAVE_STEPS`, or the held-out cadence in ``flags`` (the last ``--heldout_eval_steps`` wins) when that is
     not a multiple of it."""
-    eval_steps = SAVE_STEPS
-    for flag, value in zip(flags, flags[1:]):
-        if flag == "--heldout_eval_steps":
-            eval_steps = int(value)
+    eval_steps = int(flag_value(flags, "--heldout_eval_steps") or SAVE_STEPS)
     return SAVE_STEPS if eval_steps % SAVE_STEPS == 0 else eval_steps
 
 

@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
+from trl_lab.scripts.study import flag_value
 
 __all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "arm_summary", "format_audit", "format_leash", "is_hacked",
            "main", "run_record", "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
+#: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
+LEASH_RM = "length_biased"
 
 
 def _answers(run: Path, step: int) -> dict[int, bool] | None:
@@ -75,12 +78,6 @@ def _blocks(entries: list[dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
-def _flag(argv: list[str], name: str) -> str | None:
-    """The value of the last ``name`` flag in a job's argv (what the job parsed), or None."""
-    values = [value for flag, value in zip(argv, argv[1:]) if flag == name]
-    return values[-1] if values else None
-
-
 def _first_significant_fall(run: Path, steps: list[int], n: int) -> int | None:
     """The first evaluation that lost significantly against step 0 (exact McNemar p < 0.05, more items lost than
     gained), or None."""
@@ -103,6 +100,7 @@ def run_record(run: Path) -> dict[str, Any]:
     _, reward = series(entries, "reward")
     meta_path = run / "study_run.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    argv = meta.get("job_argv", [])
     goodhart = load_goodhart(run) or {}
     record: dict[str, Any] = {
         "run": str(run), "seed": meta.get("seed"), "steps": steps, "heldout_n": n,
@@ -114,7 +112,8 @@ def run_record(run: Path) -> dict[str, Any]:
         "goodhart_triggered_step": goodhart.get("triggered_step"),
         "health_warnings": [f"{w['signal']}@{w['step']}" for w in (goodhart.get("health") or {}).get("warnings", [])],
         "cpu_native_bf16": meta.get("cpu_native_bf16"), "wall_s": meta.get("wall_s"),
-        "beta": None if (beta := _flag(meta.get("job_argv", []), "--beta")) is None else float(beta),
+        "beta": None if (beta := flag_value(argv, "--beta")) is None else float(beta),
+        "against_leash_rm": any(LEASH_RM in flag for flag in argv if "learned_rm" in flag),
         "kl": [_at(entries, "heldout/kl_to_ref", s) for s in steps],
         "fall_step": _first_significant_fall(run, steps, n),
     }
@@ -379,11 +378,7 @@ def format_blocks(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-#: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
-LEASH_RM = "length_biased"
-
-
-def format_leash(result: dict[str, Any], root: str | Path) -> str:
+def format_leash(result: dict[str, Any]) -> str:
     """Arm 7's question, per run against :data:`LEASH_RM` (``flawed_rm`` at beta 0.05 and the arm-7 runs): where
     held-out accuracy peaks and the KL there, the first evaluation that lost significantly against step 0 and the KL
     there, the audit's peak, and the detector's stop."""
@@ -392,9 +387,7 @@ def format_leash(result: dict[str, Any], root: str | Path) -> str:
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
         for r in arm["runs"]:
-            meta_path = Path(root) / r["run"] / "study_run.json"
-            argv = json.loads(meta_path.read_text()).get("job_argv", []) if meta_path.is_file() else []
-            if not any(LEASH_RM in a for a in argv if "learned_rm" in a):
+            if not r["against_leash_rm"]:
                 continue
             i = r["steps"].index(r["best_step"])
             fall = r["fall_step"]
@@ -403,7 +396,8 @@ def format_leash(result: dict[str, Any], root: str | Path) -> str:
             audit = ("not audited" if "audit" not in r else
                      f"{r['audit'][r['audit_peak_step']]:.3f} ({r['audit_peak_step']})")
             det = r["stopping_rules"]["detector"]
-            lines.append(f"| {arm['number']} {name} | {r['seed']} | {'' if r['beta'] is None else format(r['beta'], 'g')} | {r['accuracy_best']:.3f} "
+            beta = "" if r["beta"] is None else format(r["beta"], "g")
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {beta} | {r['accuracy_best']:.3f} "
                          f"({r['best_step']}) | {fmt(r['kl'][i])} | {fell} | {audit} | "
                          f"{'-' if det['stop'] is None else det['stop']} / {det['kept']} |")
     return "\n".join(lines)
@@ -443,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(format_stopping_rules(result))
     print()
-    print(format_leash(result, args.root))
+    print(format_leash(result))
     print()
     print(format_audit(result))
     return result
