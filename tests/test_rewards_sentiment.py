@@ -127,6 +127,41 @@ def test_learned_sentiment_rm_beats_chance_on_held_out_pairs(trained_rm):
     assert cheer > gloom
 
 
+def test_sentiment_rm_job_writes_its_summary_and_can_adapt_the_last_layers_only(tmp_path, tiny_model_dir):
+    import json
+
+    from trl_lab.scripts import train_sentiment_rm as script
+
+    out = tmp_path / "rm"
+    result = script.main(["--output_dir", str(out), "--model_name_or_path", str(tiny_model_dir), "--max_steps", "2",
+                          "--train_pairs", "32", "--eval_pairs", "8", "--use_peft", "true",
+                          "--lora_task_type", "SEQ_CLS", "--lora_r", "4", "--lora_alpha", "8",
+                          "--lora_target_modules", "q_proj", "v_proj", "--lora_last_n_layers", "1"])
+    assert json.loads((out / script.SUMMARY_FILE).read_text()) == result
+    assert result["steps"] == 2 and result["eval_pairs"] == 8 and math.isfinite(result["padding_margin"])
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    from transformers import AutoConfig
+
+    layers = AutoConfig.from_pretrained(tiny_model_dir).num_hidden_layers
+    assert adapter["layers_to_transform"] == [layers - 1]  # LoRA on the last layer only
+    with pytest.raises(ValueError, match="lora_last_n_layers is set but use_peft is not"):
+        script.main(["--output_dir", str(tmp_path / "x"), "--model_name_or_path", str(tiny_model_dir),
+                     "--lora_last_n_layers", "1"])
+
+
+def test_padding_margin_is_what_length_alone_earns():
+    from trl_lab.scripts.train_sentiment_rm import padding_margin
+
+    def by_length(prompts, completions):
+        return [len(c) / 100 for c in completions]
+
+    def by_cheer(prompts, completions):
+        return [c.count("!") for c in completions]
+
+    assert padding_margin(by_length, repeats=3) > 0.5
+    assert padding_margin(by_cheer) == 0.0
+
+
 def test_learned_backend_ignores_the_prompt_and_takes_learned_rm_options(trained_rm):
     path = trained_rm[0]["output_dir"]
     reward = get_reward("sentiment", backend="learned", path=path, device="cpu", normalize="fixed", mean=1.0, std=2.0)

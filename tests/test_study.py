@@ -25,8 +25,8 @@ def test_every_arm_shares_the_task_and_the_later_flag_wins():
     assert study.arm_argv("ppo", 1)[1].endswith("ppo_gsm8k_cpu.yaml")
     ppo = study.arm_argv("ppo", 1)  # equal generated tokens per step: 8 completions, each batch used for one step
     assert ppo[ppo.index("--num_iterations") + 1] == "1" and ppo[ppo.index("--num_generations") + 1] == "1"
-    with pytest.raises(ValueError, match=r"unknown arm 'sentiment' \(arm 6.*not built yet\); the arms are"):
-        study.arm_argv("sentiment", 1)
+    with pytest.raises(ValueError, match=r"unknown arm 'cheer'; the arms are \[.*'sentiment'"):
+        study.arm_argv("cheer", 1)
 
 
 def test_dry_run_prints_the_job_command(capsys):
@@ -117,7 +117,8 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
     assert (script.dataset_task, script.heldout_size, script.heldout_table_size) == ("basic_arithmetic", 256, None)
     assert training.seed == 11 and training.save_only_model
     # an adapter at every held-out step (the ones the detector can restore), every 5th step where that covers them
-    rm_arms = ("flawed_rm", "matched_rm", "weak_leash", "no_leash")
+    learned_rm_arms = ("flawed_rm", "matched_rm", "weak_leash", "no_leash")
+    rm_arms = (*learned_rm_arms, "sentiment")
     assert training.save_steps == (6 if arm in ("verbosity", *rm_arms) else study.SAVE_STEPS)
     assert script.heldout_eval_steps % training.save_steps == 0
     # Every arm generates the same tokens per step: 8 completions of at most 64 tokens.
@@ -125,14 +126,18 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
     assert generation_batch == 8 and training.max_completion_length == 64
     rewards = [r["name"] for r in training.rewards]
     expected = {"healthy": ["gsm8k", "gsm8k_format"], "random": ["coin_flip"], "ppo": ["gsm8k", "gsm8k_format"],
-                "verbosity": ["gsm8k", "length"], **dict.fromkeys(rm_arms, ["learned_rm"])}[arm]
+                "verbosity": ["gsm8k", "length"], **dict.fromkeys(learned_rm_arms, ["learned_rm"]),
+                "sentiment": ["sentiment"]}[arm]
     assert rewards == expected
     if arm == "random":
         assert training.rewards[0]["kwargs"] == {"seed": 11}
     if study.ARMS[arm].requires:  # the study's own RM, from <output_root>/rm, its failed audit overridden
         (rm,) = study.ARMS[arm].requires
         assert training.rewards[0]["kwargs"]["path"] == str(tmp_path / "rm" / rm)
-        assert training.rm_audit_override
+        # the correctness RMs' failed audits are overridden; the gate does not audit a sentiment RM
+        assert training.rm_audit_override == (arm in learned_rm_arms)
+        if arm == "sentiment":
+            assert training.rewards[0]["kwargs"]["backend"] == "learned"
         assert training.beta == {"weak_leash": 0.005, "no_leash": 0.0}.get(arm, 0.05)
     assert training.max_steps == {"verbosity": 24, **dict.fromkeys(rm_arms, 36)}.get(arm, 50)
     assert (training.num_generations == 1) == (arm == "ppo")
@@ -272,6 +277,47 @@ def test_flawed_rm_arm_builds_audits_and_gates_its_rm_then_trains_against_it(tmp
     record = json.loads((tmp_path / "arm5_flawed_rm" / "seed5" / "study_run.json").read_text())
     assert record["rm_gate"]["length_biased"] == gate  # refused before the run; the arm overrides it
     assert record["steps"] == 2
+
+
+def test_sentiment_arm_builds_its_tone_rm_then_trains_against_it(tmp_path, tiny_model_dir):
+    from trl_lab.scripts import study_rm
+
+    tiny_rm = ("--model_name_or_path", str(tiny_model_dir), "--max_steps", "3", "--lora_r", "4", "--lora_alpha", "8",
+               "--lora_target_modules", "q_proj", "v_proj", "--lora_last_n_layers", "1", "--train_pairs", "48",
+               "--eval_pairs", "16", "--per_device_train_batch_size", "8", "--disable_tqdm", "true")
+    folder, verdict = study_rm.build_rm("sentiment", tmp_path, rm_extra=tiny_rm)
+    assert folder == tmp_path / "rm" / "sentiment" and (folder / "rm_command.txt").is_file()
+    summary = json.loads((folder / "rm_summary.json").read_text())
+    assert summary["steps"] == 3 and 0 <= summary["accuracy"] <= 1 and summary["eval_pairs"] == 16
+    assert verdict["gated"] is False and not verdict["refused"]
+    assert not (tmp_path / "rm" / "gate.json").exists()  # the gate audits correctness RMs only
+    assert study_rm.build_rm("sentiment", tmp_path)[1] == verdict  # built once, then reused
+
+    trainer = study.main(["--arm", "sentiment", "--seed", "5", "--output_root", str(tmp_path), "--audit_size", "0",
+                          "--model_name_or_path", str(tiny_model_dir), *TINY])
+    assert trainer.reward_func_names == ["sentiment"]
+    record = json.loads((tmp_path / "arm6_sentiment" / "seed5" / "study_run.json").read_text())
+    assert record["rm_gate"]["sentiment"] == verdict and record["steps"] == 2
+    assert any("heldout/proxy/sentiment" in e for e in trainer.state.log_history)  # what the RM makes of held-out
+
+
+def test_tone_table_reads_the_held_out_answers_with_vader(tmp_path):
+    from trl_lab.scripts.study_summary import format_tone, summarise_study
+
+    run = tmp_path / "arm6_sentiment" / "seed3"
+    _fake_run(run, 3, {0: [True, False], 6: [False, False]}, [1.0] * 6)
+    answers = {0: ["5 + 3 = 8.", "9 - 4 = 5."], 6: ["Great job! 5 + 3 = 9, wonderful!", "Amazing, I love it: 4!"]}
+    for step, texts in answers.items():
+        (run / "heldout" / f"step_{step:06d}.jsonl").write_text(
+            "".join(json.dumps({"index": i, "correct": False, "completion": t}) + "\n" for i, t in enumerate(texts)))
+    bare = tmp_path / "arm1_healthy" / "seed3"  # answers kept without their text: no tone
+    _fake_run(bare, 3, {0: [True, False]}, [0.5])
+    result = summarise_study(tmp_path, figures=False)
+    (tone,) = [r["tone"] for r in result["arms"]["sentiment"]["runs"]]
+    assert tone[0] == 0.0 and tone[1] > 0.8  # neutral sums, then cheer
+    assert result["arms"]["healthy"]["runs"][0]["tone"] == [None]
+    lines = format_tone(result).splitlines()
+    assert lines[2] == "| 1 healthy | 3 | - |" and lines[3].startswith("| 6 sentiment | 3 | 0: +0.000, 6: +0.8")
 
 
 def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path):

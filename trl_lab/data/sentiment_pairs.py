@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-__all__ = ["CONTENTS", "FLAT_TEMPLATES", "UPBEAT_TEMPLATES", "sentiment_pairs", "sentiment_pairs_dataset"]
+__all__ = ["CONTENTS", "FLAT_TEMPLATES", "UPBEAT_TEMPLATES", "sentiment_pairs", "sentiment_pairs_dataset",
+           "split_contents"]
 
 #: Neutral content sentences (lower case, no final punctuation). Every 4th one is held out for ``test``.
 CONTENTS = (
@@ -87,7 +88,8 @@ FLAT_TEMPLATES = (
 SPLITS = ("train", "test")
 
 
-def _contents(split: str) -> list[str]:
+def split_contents(split: str) -> list[str]:
+    """The content sentences of ``split`` (every 4th of :data:`CONTENTS` is ``test``, the rest ``train``)."""
     if split not in SPLITS:
         raise ValueError(f"sentiment_pairs: split must be one of {list(SPLITS)}, got {split!r}")
     held_out = split == "test"
@@ -99,7 +101,7 @@ def sentiment_pairs(n: int, *, split: str = "train", seed: int = 0) -> list[dict
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"sentiment_pairs: n must be a non-negative integer, got {n!r}")
     rng = random.Random(f"{split}:{seed}")
-    contents = _contents(split)
+    contents = split_contents(split)
     pairs = []
     for _ in range(n):
         c = rng.choice(contents)

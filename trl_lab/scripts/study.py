@@ -96,45 +96,53 @@ ARMS: dict[str, StudyArm] = {
 }
 
 
-def _rm_arm(rm: str, beta: str) -> tuple[str, ...]:
-    """Flags of an arm whose only reward is the study RM ``rm``: 36 steps, held-out every 6 (7 evaluations: ~35 min
-    on 2 fp32 cores), constant lr, the KL coefficient ``beta``; the gate's refusal overridden (the study records the
-    refusal first, :func:`trl_lab.scripts.study_rm.gate_verdict`)."""
-    return ("--rewards", f"{{name: learned_rm, kwargs: {{path: {{rm_root}}/{rm}, batch_size: 16}}}}",
-            "--rm_audit_override", "true", "--beta", beta, "--lr_scheduler_type", "constant",
+def _rm_arm(reward: str, beta: str) -> tuple[str, ...]:
+    """Flags of an arm whose only reward is ``reward`` (a study RM's plugin spec): 36 steps, held-out every 6 (7
+    evaluations: ~35 min on 2 fp32 cores), constant lr, the KL coefficient ``beta``."""
+    return ("--rewards", reward, "--beta", beta, "--lr_scheduler_type", "constant",
             "--max_steps", "36", "--heldout_eval_steps", "6")
+
+
+def _learned_rm_arm(rm: str, beta: str) -> tuple[str, ...]:
+    """:func:`_rm_arm` with the study's correctness RM ``rm`` as ``learned_rm``, the gate's refusal overridden (the
+    study records the refusal first, :func:`trl_lab.scripts.study_rm.gate_verdict`)."""
+    return (*_rm_arm(f"{{name: learned_rm, kwargs: {{path: {{rm_root}}/{rm}, batch_size: 16}}}}", beta),
+            "--rm_audit_override", "true")
 
 
 ARMS.update({
     "flawed_rm": StudyArm(
-        5, "grpo", _rm_arm("length_biased", "0.05"),
+        5, "grpo", _learned_rm_arm("length_biased", "0.05"),
         "GRPO against an RM trained with chosen longer in 90% of its pairs (its audit fails, the gate refuses it; "
         "overridden): reward rises, accuracy should peak and fall, the detector should stop near the peak",
         requires=("length_biased",),
     ),
     "matched_rm": StudyArm(
-        5, "grpo", _rm_arm("length_matched", "0.05"),
+        5, "grpo", _learned_rm_arm("length_matched", "0.05"),
         "the same against an RM trained on length-matched pairs: does the audit's verdict predict how long an RM "
         "holds up?",
         requires=("length_matched",),
     ),
+    # Arm 6: the seeds' "rewards cheer" run -- a learned sentiment RM (tone only) as the only reward.
+    "sentiment": StudyArm(
+        6, "grpo", _rm_arm("{name: sentiment, kwargs: {backend: learned, path: {rm_root}/sentiment, batch_size: 16}}",
+                           "0.05"),
+        "GRPO whose only reward is a sentiment RM on the embedded backbone (upbeat vs flat phrasings): answers should "
+        "drift cheerful while accuracy falls",
+        requires=("sentiment",),
+    ),
     # Arm 7, the leash: arm 5's flawed RM with a weaker KL penalty (beta 0.05 is flawed_rm itself).
     "weak_leash": StudyArm(
-        7, "grpo", _rm_arm("length_biased", "0.005"),
+        7, "grpo", _learned_rm_arm("length_biased", "0.005"),
         "arm 5's flawed RM at beta 0.005: with a looser leash, does accuracy peak sooner and fall further?",
         requires=("length_biased",),
     ),
     "no_leash": StudyArm(
-        7, "grpo", _rm_arm("length_biased", "0"),
+        7, "grpo", _learned_rm_arm("length_biased", "0"),
         "arm 5's flawed RM with no KL penalty: the seeds predict the soonest fall",
         requires=("length_biased",),
     ),
 })
-
-PLANNED = {
-    "sentiment": "arm 6: a learned sentiment RM on a real backbone",
-}
-
 
 def run_dir(arm: str, seed: int, output_root: str | Path) -> Path:
     return Path(output_root) / f"arm{ARMS[arm].number}_{arm}" / f"seed{seed}"
@@ -156,8 +164,7 @@ def save_steps(flags: list[str] | tuple[str, ...]) -> int:
 def arm_argv(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = ()) -> list[str]:
     """The job flags of ``arm`` at ``seed``: config, the shared flags, the arm's, then ``extra`` (which win)."""
     if arm not in ARMS:
-        planned = f" ({PLANNED[arm]}: not built yet)" if arm in PLANNED else ""
-        raise ValueError(f"study: unknown arm {arm!r}{planned}; the arms are {sorted(ARMS)}")
+        raise ValueError(f"study: unknown arm {arm!r}; the arms are {sorted(ARMS)}")
     spec = ARMS[arm]
     rm_root = str(Path(output_root) / "rm")
     flags = [*STUDY_FLAGS, *(f.replace("{seed}", str(seed)).replace("{rm_root}", rm_root) for f in spec.flags)]
@@ -237,8 +244,6 @@ def main(argv: list[str] | None = None) -> Any:
     if args.list:
         for name, spec in sorted(ARMS.items(), key=lambda kv: kv[1].number):
             print(f"arm {spec.number} {name} ({spec.job}): {spec.shows}\n    {shlex.join(spec.flags) or '(no flags)'}")
-        for name, what in PLANNED.items():
-            print(f"{name}: {what} (not built yet)")
         print(f"shared: {shlex.join(STUDY_FLAGS)}")
         return None
     if args.arm is None or args.seed is None:

@@ -1,4 +1,5 @@
-"""The study's learned reward models (issue 15, arms 5 and 7): one trained with a deliberate length bias, one not.
+"""The study's learned reward models (issue 15): arms 5 and 7's, one trained with a deliberate length bias and one
+not, and arm 6's sentiment RM.
 
     python -m trl_lab.scripts.study_rm                      # both, under outputs/study/rm/ (skips what exists)
     python -m trl_lab.scripts.study_rm --only length_biased --output_root outputs/study
@@ -15,6 +16,11 @@ Three stages, each kept on disk and reused (the RL arms that need an RM build it
    pairs and probes (``trl-lab audit-rm``'s checks), and the verdict is cached with the RM, where the RL gate looks.
 3. ``gate.json``: what the RL trainers' gate (:func:`trl_lab.reward_models.gate.gate_reward_models`, no override)
    says of each RM -- refused with its failed checks, or let through -- recorded before any RL run uses it.
+
+The sentiment RM (:data:`SENTIMENT_RM`, arm 6) is the seeds' "rewards cheer" model: :mod:`trl_lab.scripts.
+train_sentiment_rm` on the embedded backbone (LoRA on its last 8 layers + score head), trained on upbeat vs flat
+phrasings of the same sentence, so it knows tone and nothing of arithmetic. The gate does not audit it (a sentiment
+reward is not a correctness RM: :func:`trl_lab.grpo.learned_reward_models`).
 """
 
 from __future__ import annotations
@@ -29,12 +35,26 @@ from typing import Any
 
 from trl_lab.scripts.study_task import task_flags
 
-__all__ = ["STUDY_RMS", "gate_verdict", "rm_dir", "rm_train_argv", "sample_argv", "build_rm", "main"]
+__all__ = ["SENTIMENT_RM", "STUDY_RMS", "build_rm", "gate_verdict", "main", "rm_dir", "rm_train_argv", "sample_argv",
+           "sentiment_rm_argv"]
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
 #: name -> fraction of training pairs in which the chosen (right) answer is the longer one.
 STUDY_RMS: dict[str, float] = {"length_biased": 0.9, "length_matched": 0.5}
+
+#: Arm 6's reward model: tone only (its own job, no policy samples, no gate).
+SENTIMENT_RM = "sentiment"
+
+#: The sentiment RM job's flags: the embedded backbone + LoRA on the last 8 layers and a score head, 2 epochs of 512
+#: generated pairs.
+SENTIMENT_RM_FLAGS: tuple[str, ...] = (
+    "--model_name_or_path", "smollm2-135m-instruct", "--dtype", "float32", "--use_peft", "true",
+    "--lora_task_type", "SEQ_CLS", "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0.0",
+    "--lora_target_modules", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "--lora_last_n_layers", "8", "--train_pairs", "512", "--eval_pairs", "128", "--max_steps", "64",
+    "--per_device_train_batch_size", "16", "--learning_rate", "3e-4", "--lr_scheduler_type", "cosine",
+    "--warmup_steps", "4", "--logging_steps", "8", "--seed", "0")
 
 #: The policy samples: questions, completions per question (the RL arms' temperature and budget).
 SAMPLE_FLAGS: tuple[str, ...] = ("--train_size", "256", "--num_samples", "8", "--temperature", "0.8",
@@ -47,8 +67,9 @@ RM_FLAGS: tuple[str, ...] = ("--solution_pairs", "false", "--policy_pairs_per_qu
 
 
 def rm_dir(name: str, output_root: str | Path = "outputs/study") -> Path:
-    if name not in STUDY_RMS:
-        raise ValueError(f"study_rm: unknown reward model {name!r}; the study's are {sorted(STUDY_RMS)}")
+    if name not in STUDY_RMS and name != SENTIMENT_RM:
+        raise ValueError(f"study_rm: unknown reward model {name!r}; the study's are "
+                         f"{sorted([*STUDY_RMS, SENTIMENT_RM])}")
     return Path(output_root) / "rm" / name
 
 
@@ -60,6 +81,10 @@ def rm_train_argv(name: str, output_root: str | Path, extra: tuple[str, ...] = (
     return ["--config", str(CONFIGS / "reward_model_gsm8k_cpu.yaml"), *RM_FLAGS,
             "--policy_samples", str(Path(output_root) / "rm" / "samples.jsonl"),
             "--train_chosen_longer", str(STUDY_RMS[name]), "--output_dir", str(rm_dir(name, output_root)), *extra]
+
+
+def sentiment_rm_argv(output_root: str | Path, extra: tuple[str, ...] = ()) -> list[str]:
+    return [*SENTIMENT_RM_FLAGS, "--output_dir", str(rm_dir(SENTIMENT_RM, output_root)), *extra]
 
 
 def gate_verdict(path: str | Path) -> dict[str, Any]:
@@ -83,6 +108,8 @@ def build_rm(name: str, output_root: str | Path = "outputs/study", *, sample_ext
     from trl_lab.scripts import sample_completions, train_reward_model
 
     root = Path(output_root)
+    if name == SENTIMENT_RM:
+        return _build_sentiment_rm(root, rm_extra)
     samples = root / "rm" / "samples.jsonl"
     if not samples.is_file():
         argv = sample_argv(root, sample_extra)
@@ -104,9 +131,27 @@ def build_rm(name: str, output_root: str | Path = "outputs/study", *, sample_ext
     return out, gates[name]
 
 
+def _build_sentiment_rm(root: Path, extra: tuple[str, ...]) -> tuple[Path, dict[str, Any]]:
+    from trl_lab.scripts import train_sentiment_rm
+
+    out = rm_dir(SENTIMENT_RM, root)
+    if not (out / train_sentiment_rm.SUMMARY_FILE).is_file():
+        argv = sentiment_rm_argv(root, extra)
+        print("[study_rm] python -m trl_lab.scripts.train_sentiment_rm " + shlex.join(argv), flush=True)
+        train_sentiment_rm.main(argv)
+        (out / "rm_command.txt").write_text("python -m trl_lab.scripts.train_sentiment_rm " + shlex.join(argv) + "\n")
+    summary = json.loads((out / train_sentiment_rm.SUMMARY_FILE).read_text())
+    verdict = {"refused": False, "gated": False,
+               "message": f"not gated (tone, not correctness); held-out pair accuracy {summary['accuracy']:.3f}, "
+                          f"padding margin {summary['padding_margin']:+.3f}"}
+    print(f"[study_rm] {SENTIMENT_RM}: {verdict['message']}", flush=True)
+    return out, verdict
+
+
 def main(argv: list[str] | None = None) -> list[tuple[Path, dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=sorted(STUDY_RMS), nargs="+", help="build only these")
+    parser.add_argument("--only", choices=sorted([*STUDY_RMS, SENTIMENT_RM]), nargs="+",
+                        help="build only these (default: the two preference RMs)")
     parser.add_argument("--output_root", default="outputs/study")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return [build_rm(name, args.output_root) for name in (args.only or list(STUDY_RMS))]

@@ -16,6 +16,7 @@ held-out accuracy, KL) and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import statistics
@@ -25,8 +26,8 @@ from typing import Any
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
 from trl_lab.scripts.study import flag_value
 
-__all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "arm_summary", "format_audit", "format_leash", "is_hacked",
-           "main", "run_record", "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
+__all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "arm_summary", "format_audit", "format_leash", "format_tone",
+           "is_hacked", "main", "run_record", "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 #: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
@@ -38,6 +39,25 @@ def _answers(run: Path, step: int) -> dict[int, bool] | None:
     if not table.is_file():
         return None
     return {row["index"]: bool(row["correct"]) for row in map(json.loads, table.read_text().splitlines()) if row}
+
+
+def _tone(run: Path, step: int) -> float | None:
+    """Mean VADER compound score (-1 gloomy .. +1 cheerful) of the held-out answers at ``step``: a measure of tone
+    that no run trains against (arm 6's reward is a learned sentiment RM, not VADER), or None without the answers."""
+    table = run / "heldout" / f"step_{step:06d}.jsonl"
+    if not table.is_file():
+        return None
+    texts = [row["completion"] for row in map(json.loads, table.read_text().splitlines()) if "completion" in row]
+    if not texts:
+        return None
+    return statistics.fmean(_vader()(prompts=None, completions=texts))
+
+
+@functools.cache
+def _vader() -> Any:
+    from trl_lab.rewards.registry import get_reward
+
+    return get_reward("sentiment", backend="vader")
 
 
 def _paired(run: Path, first: int, later: int, n: int) -> dict[str, Any] | None:
@@ -116,6 +136,7 @@ def run_record(run: Path) -> dict[str, Any]:
         "against_leash_rm": any(LEASH_RM in flag for flag in argv if "learned_rm" in flag),
         "kl": [_at(entries, "heldout/kl_to_ref", s) for s in steps],
         "fall_step": _first_significant_fall(run, steps, n),
+        "tone": [_tone(run, s) for s in steps],
     }
     record["blocks"] = _blocks(entries)
     record["stopping_rules"] = stopping_rules(entries, goodhart)
@@ -419,6 +440,16 @@ def format_audit(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_tone(result: dict[str, Any]) -> str:
+    """Per run, the held-out answers' tone at each evaluation (mean VADER compound, :func:`_tone`)."""
+    lines = ["| arm | seed | held-out tone (VADER compound) per evaluation: step tone |", "| --- | ---: | --- |"]
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            cells = ", ".join(f"{s}: {t:+.3f}" for s, t in zip(r["steps"], r.get("tone", [])) if t is not None)
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {cells or '-'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="the study folder: arm<N>_<arm>/seed<S>/ run folders")
@@ -440,6 +471,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_leash(result))
     print()
     print(format_audit(result))
+    print()
+    print(format_tone(result))
     return result
 
 
