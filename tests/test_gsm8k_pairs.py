@@ -17,6 +17,8 @@ from trl_lab.data.gsm8k_pairs import (
     load_gsm8k_solutions,
     pair_split_sizes,
     sample_by_length,
+    wrong_final_twin,
+    wrong_final_twin_pairs,
 )
 from trl_lab.rewards.gsm8k import check_answer, extract_answer
 
@@ -165,3 +167,33 @@ def test_sample_by_length_keeps_the_asked_share_of_chosen_longer_pairs():
     assert sample_by_length(pairs, 0.9, seed=1) == biased and sample_by_length(pairs, 0.9, seed=2) != biased
     with pytest.raises(ValueError, match=r"chosen_longer must be a fraction in \[0, 1\], got 1.5"):
         sample_by_length(pairs, 1.5)
+
+
+def test_wrong_final_twin_changes_only_the_declared_answer():
+    rng = random.Random(0)
+    text = "To calculate 4 - 2, we subtract 2 from 4, which is 4 - 2 = 2.\n\nThe answer is 2."
+    twin = wrong_final_twin(text, "2", rng)
+    assert twin is not None and twin.startswith("To calculate 4 - 2, we subtract 2 from 4, which is 4 - 2 = 2.")
+    assert extract_answer(twin) not in (None, "2") and not check_answer(twin, "2")
+    # a negative reference, declared without "answer": the last number is the answer, and only it changes
+    twin = wrong_final_twin("6 - 8 = -2", "-2", random.Random(1))
+    assert twin.startswith("6 - 8 = ") and twin != "6 - 8 = -2" and not check_answer(twin, "-2")
+    assert wrong_final_twin("6 - 8 = -12", "-2", rng) is None  # -2 only inside another number: no twin
+    assert wrong_final_twin("The answer is 20.", "2", rng) is None
+
+
+def test_wrong_final_twin_pairs_are_length_matched_and_always_wrong():
+    from tests.helpers import task_samples
+
+    samples = task_samples(30)
+    pairs = wrong_final_twin_pairs(samples, twins_per_sample=2, seed=3)
+    right = [s for s in samples if check_answer(s["completion"], s["answer"])]
+    assert len(right) == 60 and 100 <= len(pairs) <= 120  # up to 2 distinct twins per right sample
+    assert {p["rejected_type"] for p in pairs} == {"policy_wrong_final"}
+    for p in pairs:
+        chosen, rejected = completion_text(p["chosen"]), completion_text(p["rejected"])
+        assert check_answer(chosen, p["answer"]) and not check_answer(rejected, p["answer"])
+        assert abs(len(chosen) - len(rejected)) <= 2
+    assert wrong_final_twin_pairs(samples, twins_per_sample=2, seed=3) == pairs  # seeded
+    with pytest.raises(ValueError, match="twins_per_sample must be >= 1"):
+        wrong_final_twin_pairs(samples, twins_per_sample=0)

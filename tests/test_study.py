@@ -352,3 +352,14 @@ def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path)
         "| 7 no_leash | 1 | 0: 0.300 / 0.250, 6: 0.000 / 0.050, 12: 0.000 / 0.000 | 0 | 0 |"
     detector = result["stopping_rules"]["detector"]
     assert detector["audited_detections"] == 1 and detector["mean_audit_delay"] == 12.0
+
+
+@pytest.mark.parametrize("name", ["length_biased", "length_matched", "twin_matched"])
+def test_each_study_rm_parses_into_the_pairs_it_claims(name, tmp_path):
+    from trl_lab.scripts import study_rm, train_reward_model
+
+    script, args, _ = train_reward_model.parse_args(study_rm.rm_train_argv(name, tmp_path))
+    assert script.train_chosen_longer == {"length_biased": 0.9}.get(name, 0.5)
+    assert script.policy_wrong_finals == (2 if name == "twin_matched" else 0)
+    assert script.policy_samples == str(tmp_path / "rm" / "samples.jsonl") and not script.solution_pairs
+    assert args.output_dir == str(tmp_path / "rm" / name)

@@ -149,3 +149,24 @@ def test_policy_samples_alone_with_a_deliberate_length_bias(tmp_path):
     with pytest.raises(ValueError, match="--length_matched and --train_chosen_longer both set"):
         rm_job.build_pairs(rm_job.RMScriptArguments(solution_pairs=False, policy_samples=str(file),
                                                     length_matched=True, train_chosen_longer=0.9), seed=0)
+
+
+def test_wrong_final_twins_join_the_training_split_after_the_length_sampling(tmp_path):
+    from trl_lab.completions import completion_text
+
+    file = tmp_path / "samples.jsonl"
+    file.write_text("".join(json.dumps(s) + "\n" for s in task_samples()))
+    args = dict(solution_pairs=False, policy_samples=str(file), eval_fraction=0.2, policy_pairs_per_question=2,
+                train_pairs=None, eval_pairs=None, train_chosen_longer=0.5)
+    plain, _ = rm_job.build_pairs(rm_job.RMScriptArguments(**args), seed=0)
+    pairs, stats = rm_job.build_pairs(rm_job.RMScriptArguments(**args, policy_wrong_finals=1), seed=0)
+    twins = [p for p in pairs["train"] if p["rejected_type"] == "policy_wrong_final"]
+    assert pairs["train"][: len(plain["train"])] == plain["train"] and pairs["eval"] == plain["eval"]
+    assert len(twins) == stats["pairs_built"]["train_wrong_final_twins"] > 0
+    assert stats["train"]["by_type"] == {"policy_sample": len(plain["train"]), "policy_wrong_final": len(twins)}
+    eval_questions = {p["question"] for p in pairs["eval"]}
+    assert not eval_questions & {p["question"] for p in twins}  # twins of train questions only
+    assert all(abs(len(completion_text(p["chosen"])) - len(completion_text(p["rejected"]))) <= 2 for p in twins)
+    with pytest.raises(ValueError, match="--policy_wrong_finals needs --policy_samples"):
+        rm_job.build_pairs(rm_job.RMScriptArguments(policy_wrong_finals=1, solution_pairs=True,
+                                                    dataset_source="local", dataset_path="/nonexistent"), seed=0)

@@ -27,6 +27,11 @@ The type of each pair is drawn from ``mix`` (weights) by a ``random.Random`` see
 question, so a question gets the same pair whatever the row order. Train/eval are split by the SHA-256 of the
 whitespace-normalised question (:func:`pair_split_of`), so no question is in both.
 
+Policy samples (a model's own answers, labelled by the checker) give two more kinds: a right sample against a wrong
+one of the same question (:func:`checker_labelled_pairs`, ``policy_sample``), and a right sample against a copy of
+itself whose final answer was made wrong (:func:`wrong_final_twin_pairs`, ``policy_wrong_final``: length-matched by
+construction, and as many as there are right samples, where a question pairs at most min(right, wrong) samples).
+
 Length bias: :func:`length_stats` reports mean characters and how often ``chosen`` is the longer side;
 ``length_matched=True`` drops pairs of the majority side (seeded) so that ``chosen`` is longer in half of them,
 and a reward model cannot win by preferring long (or short) answers.
@@ -69,6 +74,8 @@ __all__ = [
     "read_pairs",
     "sample_by_length",
     "verbose_wrong_text",
+    "wrong_final_twin",
+    "wrong_final_twin_pairs",
     "wrong_number",
 ]
 
@@ -392,6 +399,70 @@ def checker_labelled_pairs(samples: Iterable[Mapping[str, Any]], *, max_pairs_pe
                 "rejected_type": "policy_sample",
                 "answer": group["answer"],
                 "question": group["question"],
+            })
+    return pairs
+
+
+def _number_at_end(reference: str) -> re.Pattern[str]:
+    """The reference as a standalone number in text: not inside a longer number, either sign written as is."""
+    return re.compile(rf"(?<![\d.,]){re.escape(reference)}(?![\d]|[.,]\d)")
+
+
+def wrong_final_twin(completion: str, reference: str, rng: random.Random) -> str | None:
+    """``completion`` (which the checker accepts for ``reference``) with its final answer made wrong: the last
+    occurrence of the reference number replaced by :func:`wrong_number`, then the last two, and so on, until the
+    checker declares a different number. None when no such edit exists (the reference never appears as written).
+    Everything else -- reasoning, wording, length within a character or two -- stays the policy's own."""
+    from trl_lab.rewards.gsm8k import check_answer, extract_answer
+
+    spans = [m.span() for m in _number_at_end(reference).finditer(completion)]
+    wrong = wrong_number(reference, rng)
+    for k in range(1, len(spans) + 1):
+        text = completion
+        for start, end in reversed(spans[-k:]):
+            text = text[:start] + wrong + text[end:]
+        if extract_answer(text) is not None and not check_answer(text, reference):
+            return text
+    return None
+
+
+def wrong_final_twin_pairs(samples: Iterable[Mapping[str, Any]], *, twins_per_sample: int = 1, seed: int = 0,
+                           system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
+    """Length-matched pairs made from the policy's right answers alone: each right sample (checker-labelled, as in
+    :func:`checker_labelled_pairs`) against up to ``twins_per_sample`` copies of itself whose final answer was made
+    wrong (:func:`wrong_final_twin`, each with another wrong number where one exists), ``rejected_type:
+    "policy_wrong_final"``. The two sides differ only in the answer's number, so an RM learns from them whether
+    the answer follows from the question -- not length, style or tone. Rows need ``question``, ``answer`` and
+    ``completion`` (strings); a twin the checker does not reject is never emitted."""
+    from trl_lab.rewards.gsm8k import check_answer, parse_reference
+
+    if twins_per_sample < 1:
+        raise ValueError(f"gsm8k_pairs: twins_per_sample must be >= 1, got {twins_per_sample}")
+    pairs = []
+    for index, row in enumerate(samples):
+        question, answer, completion = row.get("question"), row.get("answer"), row.get("completion")
+        if not all(isinstance(v, str) for v in (question, answer, completion)):
+            raise ValueError(f"gsm8k_pairs: policy sample {index} needs string 'question', 'answer' and "
+                             f"'completion', got {dict(row)!r:.160}")
+        reference = parse_reference(answer)
+        if not check_answer(completion, reference):
+            continue
+        rng = random.Random(f"twin:{seed}:{index}:{normalise_question(question)}")
+        twins: list[str] = []
+        for _ in range(4 * twins_per_sample):  # a few draws: small references have few distinct wrong numbers
+            twin = wrong_final_twin(completion, reference, rng)
+            if twin is not None and twin not in twins:
+                twins.append(twin)
+            if len(twins) == twins_per_sample:
+                break
+        for twin in twins:
+            pairs.append({
+                "prompt": build_prompt(question, system_prompt),
+                "chosen": [{"role": "assistant", "content": completion}],
+                "rejected": [{"role": "assistant", "content": twin}],
+                "rejected_type": "policy_wrong_final",
+                "answer": reference,
+                "question": question,
             })
     return pairs
 

@@ -1,7 +1,7 @@
-"""The study's learned reward models (issue 15): arms 5 and 7's, one trained with a deliberate length bias and one
-not, and arm 6's sentiment RM.
+"""The study's learned reward models (issue 15): arms 5 and 7's correctness RMs (one trained with a deliberate length
+bias, two not) and arm 6's sentiment RM.
 
-    python -m trl_lab.scripts.study_rm                      # both, under outputs/study/rm/ (skips what exists)
+    python -m trl_lab.scripts.study_rm                      # the correctness RMs, under outputs/study/rm/ (skips what exists)
     python -m trl_lab.scripts.study_rm --only length_biased --output_root outputs/study
 
 Three stages, each kept on disk and reused (the RL arms that need an RM build it on first use):
@@ -12,8 +12,10 @@ Three stages, each kept on disk and reused (the RL arms that need an RM build it
 2. Each RM: the checker pairs a question's right samples against its wrong ones
    (``train_reward_model --solution_pairs false --policy_samples``); ``--train_chosen_longer`` then keeps the
    training pairs so the right answer is the longer one in 90% of them (``length_biased``: preferring length is
-   right nine times in ten) or in half (``length_matched``). Both are audited on the same length-matched held-out
-   pairs and probes (``trl-lab audit-rm``'s checks), and the verdict is cached with the RM, where the RL gate looks.
+   right nine times in ten) or in half (``length_matched``); ``twin_matched`` adds to length_matched's pairs two
+   copies of every right training sample with its final answer made wrong (``--policy_wrong_finals``), so it has
+   more than three times the pairs, all of them silent on length. All are audited on the same length-matched
+   held-out pairs (natural samples only) and probes (``trl-lab audit-rm``'s checks), and the verdict is cached with the RM, where the RL gate looks.
 3. ``gate.json``: what the RL trainers' gate (:func:`trl_lab.reward_models.gate.gate_reward_models`, no override)
    says of each RM -- refused with its failed checks, or let through -- recorded before any RL run uses it.
 
@@ -40,8 +42,14 @@ __all__ = ["SENTIMENT_RM", "STUDY_RMS", "build_rm", "gate_verdict", "main", "rm_
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
-#: name -> fraction of training pairs in which the chosen (right) answer is the longer one.
-STUDY_RMS: dict[str, float] = {"length_biased": 0.9, "length_matched": 0.5}
+#: name -> the RM job's flags that make it: the fraction of training pairs in which the chosen (right) answer is the
+#: longer one, and for ``twin_matched`` two wrong-final twins of every right sample of a training question
+#: (``--policy_wrong_finals``: ~490 more pairs, length-matched by construction, where the natural pairs are ~200).
+STUDY_RMS: dict[str, tuple[str, ...]] = {
+    "length_biased": ("--train_chosen_longer", "0.9"),
+    "length_matched": ("--train_chosen_longer", "0.5"),
+    "twin_matched": ("--train_chosen_longer", "0.5", "--policy_wrong_finals", "2"),
+}
 
 #: Arm 6's reward model: tone only (its own job, no policy samples, no gate).
 SENTIMENT_RM = "sentiment"
@@ -80,7 +88,7 @@ def sample_argv(output_root: str | Path, extra: tuple[str, ...] = ()) -> list[st
 def rm_train_argv(name: str, output_root: str | Path, extra: tuple[str, ...] = ()) -> list[str]:
     return ["--config", str(CONFIGS / "reward_model_gsm8k_cpu.yaml"), *RM_FLAGS,
             "--policy_samples", str(Path(output_root) / "rm" / "samples.jsonl"),
-            "--train_chosen_longer", str(STUDY_RMS[name]), "--output_dir", str(rm_dir(name, output_root)), *extra]
+            *STUDY_RMS[name], "--output_dir", str(rm_dir(name, output_root)), *extra]
 
 
 def sentiment_rm_argv(output_root: str | Path, extra: tuple[str, ...] = ()) -> list[str]:
@@ -151,7 +159,7 @@ def _build_sentiment_rm(root: Path, extra: tuple[str, ...]) -> tuple[Path, dict[
 def main(argv: list[str] | None = None) -> list[tuple[Path, dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted([*STUDY_RMS, SENTIMENT_RM]), nargs="+",
-                        help="build only these (default: the two preference RMs)")
+                        help="build only these (default: the preference RMs)")
     parser.add_argument("--output_root", default="outputs/study")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return [build_rm(name, args.output_root) for name in (args.only or list(STUDY_RMS))]

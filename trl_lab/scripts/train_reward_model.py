@@ -44,7 +44,7 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from trl_lab.data.gsm8k import GSM8KUnavailableError, gsm8k_solution_rows
 from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, checker_labelled_pairs, gsm8k_pair_splits, gsm8k_probe_items,
-                                      length_stats, pair_split_of, sample_by_length)
+                                      length_stats, pair_split_of, sample_by_length, wrong_final_twin_pairs)
 from trl_lab.data.leakage import overlapping_questions, refuse_heldout_overlap, write_trained_questions
 from trl_lab.reward_models.gate import RewardModelAuditError, require_audit
 from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers
@@ -79,6 +79,13 @@ class RMScriptArguments(trl.ScriptArguments):
                           "pairs (rejected_type policy_sample), split by the same question hash."},
     )
     policy_pairs_per_question: int = field(default=2, metadata={"help": "At most this many policy pairs a question."})
+    policy_wrong_finals: int = field(
+        default=0,
+        metadata={"help": "Also train on each right policy sample against N copies of itself with a wrong final "
+                          "answer (rejected_type policy_wrong_final: length-matched by construction), added to the "
+                          "training split after any length sampling. The held-out pairs stay natural right-vs-wrong "
+                          "samples, so the audit measures whether the RM generalises to real wrong answers."},
+    )
     length_matched: bool = field(default=False, metadata={"help": "Sample pairs so chosen is longer in half of them."})
     solution_pairs: bool = field(
         default=True,
@@ -138,6 +145,9 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
     if script_args.train_chosen_longer is not None and script_args.length_matched:
         raise ValueError("train_reward_model: --length_matched and --train_chosen_longer both set the length balance; "
                          "give one (--train_chosen_longer 0.5 is length-matched training pairs)")
+    if script_args.policy_wrong_finals and not script_args.policy_samples:
+        raise ValueError("train_reward_model: --policy_wrong_finals needs --policy_samples (the right answers it "
+                         "copies)")
     rows: list[dict[str, Any]] = []
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
     if script_args.solution_pairs:
@@ -163,6 +173,11 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
     else:
         sampled = {"train": _sample(splits["train"], script_args.train_pairs, seed),
                    "eval": _sample(splits["eval"], script_args.eval_pairs, seed + 1)}
+    if script_args.policy_wrong_finals:
+        twins = [p for p in wrong_final_twin_pairs(samples, twins_per_sample=script_args.policy_wrong_finals, seed=seed)
+                 if pair_split_of(p["question"], script_args.eval_fraction) == "train"]
+        stats["pairs_built"]["train_wrong_final_twins"] = len(twins)
+        sampled["train"] = sampled["train"] + twins
     for name, pairs in sampled.items():
         if not pairs:
             raise ValueError(f"train_reward_model: the {name} split has no pairs (eval_fraction="
