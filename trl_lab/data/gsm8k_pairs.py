@@ -46,7 +46,7 @@ import math
 import operator
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -357,6 +357,23 @@ def build_gsm8k_pairs(rows: Iterable[Mapping[str, Any]], *, mix: Mapping[str, fl
     return sample_by_length(pairs, 0.5, seed=seed) if length_matched else pairs
 
 
+def _policy_rows(samples: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int, str, str, str]]:
+    """``(index, question, canonical reference, completion)`` of each policy sample, checked: the three fields are
+    strings and the reference parses, else a ValueError naming the sample."""
+    from trl_lab.rewards.gsm8k import parse_reference
+
+    for index, row in enumerate(samples):
+        question, answer, completion = row.get("question"), row.get("answer"), row.get("completion")
+        if not all(isinstance(v, str) for v in (question, answer, completion)):
+            raise ValueError(f"gsm8k_pairs: policy sample {index} needs string 'question', 'answer' and "
+                             f"'completion', got {dict(row)!r:.160}")
+        try:
+            reference = parse_reference(answer)
+        except ValueError as exc:
+            raise ValueError(f"gsm8k_pairs: policy sample {index}: {exc}") from exc
+        yield index, question, reference, completion
+
+
 def checker_labelled_pairs(samples: Iterable[Mapping[str, Any]], *, max_pairs_per_question: int = 2, seed: int = 0,
                            system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
     """Pairs from policy samples labelled by the GSM8K checker: a correct sample against a wrong one, same question.
@@ -367,20 +384,12 @@ def checker_labelled_pairs(samples: Iterable[Mapping[str, Any]], *, max_pairs_pe
     ``rejected_type: "policy_sample"``. Questions whose samples are all right or all wrong give none. The pairs
     carry ``question``, so :func:`pair_split_of` puts them in the same split as the question's synthetic pairs.
     """
-    from trl_lab.rewards.gsm8k import check_answer, parse_reference
+    from trl_lab.rewards.gsm8k import check_answer
 
     if max_pairs_per_question < 1:
         raise ValueError(f"gsm8k_pairs: max_pairs_per_question must be >= 1, got {max_pairs_per_question}")
     groups: dict[str, dict[str, Any]] = {}
-    for index, row in enumerate(samples):
-        question, answer, completion = row.get("question"), row.get("answer"), row.get("completion")
-        if not all(isinstance(v, str) for v in (question, answer, completion)):
-            raise ValueError(f"gsm8k_pairs: policy sample {index} needs string 'question', 'answer' and "
-                             f"'completion', got {dict(row)!r:.160}")
-        try:
-            reference = parse_reference(answer)
-        except ValueError as exc:
-            raise ValueError(f"gsm8k_pairs: policy sample {index}: {exc}") from exc
+    for index, question, reference, completion in _policy_rows(samples):
         group = groups.setdefault(normalise_question(question), {"question": question, "answer": reference,
                                                          "right": [], "wrong": []})
         if group["answer"] != reference:
@@ -413,15 +422,16 @@ def wrong_final_twin(completion: str, reference: str, rng: random.Random) -> str
     occurrence of the reference number replaced by :func:`wrong_number`, then the last two, and so on, until the
     checker declares a different number. None when no such edit exists (the reference never appears as written).
     Everything else -- reasoning, wording, length within a character or two -- stays the policy's own."""
-    from trl_lab.rewards.gsm8k import check_answer, extract_answer
+    from trl_lab.rewards.gsm8k import extract_answer, parse_reference
 
+    reference = parse_reference(reference)
     spans = [m.span() for m in _number_at_end(reference).finditer(completion)]
     wrong = wrong_number(reference, rng)
     for k in range(1, len(spans) + 1):
         text = completion
         for start, end in reversed(spans[-k:]):
             text = text[:start] + wrong + text[end:]
-        if extract_answer(text) is not None and not check_answer(text, reference):
+        if extract_answer(text) not in (None, reference):  # the checker now declares another number
             return text
     return None
 
@@ -434,17 +444,12 @@ def wrong_final_twin_pairs(samples: Iterable[Mapping[str, Any]], *, twins_per_sa
     "policy_wrong_final"``. The two sides differ only in the answer's number, so an RM learns from them whether
     the answer follows from the question -- not length, style or tone. Rows need ``question``, ``answer`` and
     ``completion`` (strings); a twin the checker does not reject is never emitted."""
-    from trl_lab.rewards.gsm8k import check_answer, parse_reference
+    from trl_lab.rewards.gsm8k import check_answer
 
     if twins_per_sample < 1:
         raise ValueError(f"gsm8k_pairs: twins_per_sample must be >= 1, got {twins_per_sample}")
     pairs = []
-    for index, row in enumerate(samples):
-        question, answer, completion = row.get("question"), row.get("answer"), row.get("completion")
-        if not all(isinstance(v, str) for v in (question, answer, completion)):
-            raise ValueError(f"gsm8k_pairs: policy sample {index} needs string 'question', 'answer' and "
-                             f"'completion', got {dict(row)!r:.160}")
-        reference = parse_reference(answer)
+    for index, question, reference, completion in _policy_rows(samples):
         if not check_answer(completion, reference):
             continue
         rng = random.Random(f"twin:{seed}:{index}:{normalise_question(question)}")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import trl
 
-__all__ = ["RewardConfig", "RewardTrainer", "check_pooling", "lora_on_last_layers"]
+__all__ = ["RewardConfig", "RewardTrainer", "check_pooling", "lora_on_last_layers", "lora_on_last_layers_of"]
 
 
 @dataclass
@@ -65,6 +65,20 @@ def lora_on_last_layers(peft_config: Any, num_hidden_layers: int, n: int) -> Any
                          f"(e.g. q_proj k_proj v_proj o_proj gate_proj up_proj down_proj), got {targets!r}")
     peft_config.layers_to_transform = list(range(num_hidden_layers - n, num_hidden_layers))
     return peft_config
+
+
+def lora_on_last_layers_of(peft_config: Any, model: str, n: int, *, trust_remote_code: bool = False) -> Any:
+    """:func:`lora_on_last_layers` for the model ``model`` (an embedded name, hub id or directory) whose layer count is
+    read from its config: what a job's ``--lora_last_n_layers`` does. ``peft_config`` None (no ``--use_peft``) is
+    refused: the flag restricts the LoRA adapter."""
+    if peft_config is None:
+        raise ValueError("lora_last_n_layers is set but use_peft is not: it restricts the LoRA adapter")
+    from transformers import AutoConfig
+
+    from trl_lab.embedded_model import resolve_model_path
+
+    config = AutoConfig.from_pretrained(resolve_model_path(model), trust_remote_code=trust_remote_code)
+    return lora_on_last_layers(peft_config, config.num_hidden_layers, n)
 
 
 def check_pooling(model: Any, pad_token_id: int, sequences: Sequence[Sequence[int]], *,

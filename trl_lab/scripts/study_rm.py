@@ -15,7 +15,8 @@ Three stages, each kept on disk and reused (the RL arms that need an RM build it
    right nine times in ten) or in half (``length_matched``); ``twin_matched`` adds to length_matched's pairs two
    copies of every right training sample with its final answer made wrong (``--policy_wrong_finals``), so it has
    more than three times the pairs, all of them silent on length. All are audited on the same length-matched
-   held-out pairs (natural samples only) and probes (``trl-lab audit-rm``'s checks), and the verdict is cached with the RM, where the RL gate looks.
+   held-out pairs (natural samples only) and probes (``trl-lab audit-rm``'s checks), and the verdict is cached
+   with the RM, where the RL gate looks.
 3. ``gate.json``: what the RL trainers' gate (:func:`trl_lab.reward_models.gate.gate_reward_models`, no override)
    says of each RM -- refused with its failed checks, or let through -- recorded before any RL run uses it.
 

@@ -47,7 +47,7 @@ from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, checker_labelled_pairs, gs
                                       length_stats, pair_split_of, sample_by_length, wrong_final_twin_pairs)
 from trl_lab.data.leakage import overlapping_questions, refuse_heldout_overlap, write_trained_questions
 from trl_lab.reward_models.gate import RewardModelAuditError, require_audit
-from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers
+from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers_of
 from trl_lab.scripts.utils import apply_model_config, parse_job_args
 
 __all__ = ["RMScriptArguments", "build_pairs", "check_rl_heldout_leakage", "main", "parse_args", "parse_mix"]
@@ -231,15 +231,8 @@ def main(argv: list[str] | None = None, *, default_config: str | os.PathLike | N
     train_dataset = Dataset.from_list([{k: p[k] for k in PAIR_COLUMNS} for p in pairs["train"]])
     peft_config = get_peft_config(model_args)
     if script_args.lora_last_n_layers is not None:
-        if peft_config is None:
-            raise ValueError("lora_last_n_layers is set but use_peft is not: it restricts the LoRA adapter")
-        from transformers import AutoConfig
-
-        from trl_lab.embedded_model import resolve_model_path
-
-        base = AutoConfig.from_pretrained(resolve_model_path(model_args.model_name_or_path),
-                                          trust_remote_code=args.trust_remote_code)
-        peft_config = lora_on_last_layers(peft_config, base.num_hidden_layers, script_args.lora_last_n_layers)
+        peft_config = lora_on_last_layers_of(peft_config, model_args.model_name_or_path, script_args.lora_last_n_layers,
+                                             trust_remote_code=args.trust_remote_code)
     trainer = RewardTrainer(model=model_args.model_name_or_path, args=args, train_dataset=train_dataset,
                             peft_config=peft_config,
                             quantization_config=get_quantization_config(model_args))

@@ -36,7 +36,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 from trl_lab.data.sentiment_pairs import sentiment_pairs, sentiment_pairs_dataset, split_contents
 from trl_lab.reward_models.loading import LoadOptions
 from trl_lab.reward_models.scorer import ScalarRewardModel
-from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers
+from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers_of
 from trl_lab.scripts.utils import apply_model_config
 
 #: What the job writes beside the model: accuracy, padding margin, steps, seconds.
@@ -117,12 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = resolve_base(model_args.model_name_or_path, args.output_dir)
     peft_config = get_peft_config(model_args)
     if script_args.lora_last_n_layers is not None:
-        if peft_config is None:
-            raise ValueError("lora_last_n_layers is set but use_peft is not: it restricts the LoRA adapter")
-        from transformers import AutoConfig
-
-        layers = AutoConfig.from_pretrained(base, trust_remote_code=args.trust_remote_code).num_hidden_layers
-        peft_config = lora_on_last_layers(peft_config, layers, script_args.lora_last_n_layers)
+        peft_config = lora_on_last_layers_of(peft_config, base, script_args.lora_last_n_layers,
+                                             trust_remote_code=args.trust_remote_code)
     trainer = RewardTrainer(
         model=base,
         args=args,
