@@ -108,3 +108,13 @@ def task_samples(n_questions: int = 60) -> list[dict]:
                      f"{wrong}", f"Let me work this out step by step carefully, twice over. The result is {wrong}"):
             samples.append({"question": question, "answer": answer, "completion": text})
     return samples
+
+
+def load_bench(name: str):
+    """``bench/<name>.py`` as a module (the bench folder is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from tests.helpers import load_bench
 
 
 def load_gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("gpu_check")
 
 
 def test_every_check_runs_on_cpu_and_the_report_says_so(tmp_path):

@@ -1,19 +1,15 @@
 """bench/heldout_persistence.py: the kept shares it reads from real run folders (fit and printing are the bench's)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "heldout_persistence.py"
+from tests.helpers import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("heldout_persistence", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("heldout_persistence")
 
 
 def _run(root: Path, seed: int, evals: dict[int, list[bool]]) -> Path:
