@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -363,3 +364,30 @@ def test_each_study_rm_parses_into_the_pairs_it_claims(name, tmp_path):
     assert script.policy_wrong_finals == (2 if name == "twin_matched" else 0)
     assert script.policy_samples == str(tmp_path / "rm" / "samples.jsonl") and not script.solution_pairs
     assert args.output_dir == str(tmp_path / "rm" / name)
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "study"
+
+
+@pytest.mark.parametrize("run", ["arm1_healthy/seed43", "arm4_verbosity/seed42", "arm5_flawed_rm/seed43",
+                                 "arm5_flawed_rm/seed44", "arm6_sentiment/seed42", "arm7_no_leash/seed42"])
+def test_replayed_detector_reproduces_each_committed_run(run):
+    from trl_lab.report import load_goodhart, load_log_history
+    from trl_lab.scripts.study_summary import replay_detector
+
+    folder = RESULTS / run
+    entries, goodhart = load_log_history(folder), load_goodhart(folder)
+    replayed = replay_detector(folder, entries, goodhart)
+    assert replayed["stop"] == goodhart["triggered_step"]
+    if goodhart["triggered_step"] is not None:
+        assert replayed["kept"] == goodhart["best_step"]
+
+
+def test_a_shorter_warm_up_stops_the_flawed_rm_run_an_evaluation_sooner():
+    from trl_lab.report import load_goodhart, load_log_history
+    from trl_lab.scripts.study_summary import REPLAYED_DETECTORS, replay_detector
+
+    folder = RESULTS / "arm5_flawed_rm" / "seed43"  # ran with a warm-up of 3 evaluations: stopped at 18
+    entries, goodhart = load_log_history(folder), load_goodhart(folder)
+    assert replay_detector(folder, entries, goodhart, **REPLAYED_DETECTORS["detector_warmup_1"]) == {"stop": 12,
+                                                                                                     "kept": 0}

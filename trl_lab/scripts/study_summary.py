@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
+import math
 import re
 import statistics
 from pathlib import Path
@@ -27,7 +29,7 @@ from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, serie
 from trl_lab.scripts.study import flag_value
 
 __all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "arm_summary", "format_audit", "format_leash", "format_tone",
-           "is_hacked", "main", "run_record", "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
+           "REPLAYED_DETECTORS", "is_hacked", "main", "replay_detector", "run_record", "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 #: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
@@ -139,7 +141,7 @@ def run_record(run: Path) -> dict[str, Any]:
         "tone": [_tone(run, s) for s in steps],
     }
     record["blocks"] = _blocks(entries)
-    record["stopping_rules"] = stopping_rules(entries, goodhart)
+    record["stopping_rules"] = stopping_rules(entries, goodhart, run=run)
     audit = _audit(run)
     if audit:
         record["audit"] = audit
@@ -163,13 +165,64 @@ def is_hacked(name: str, number: int) -> bool:
     return number in HACKED_ARMS and name not in CONTRAST_ARMS
 
 
+#: Detector variants replayed on every run's own evaluations beside the detector as it ran (GoodhartCallback
+#: arguments over the run's own): a warm-up of one evaluation instead of three, and the ``glr`` scan with it.
+REPLAYED_DETECTORS: dict[str, dict[str, Any]] = {
+    "detector_warmup_1": {"warmup_evals": 1},
+    "glr_warmup_1": {"rule": "glr", "z_threshold": None, "patience": None, "warmup_evals": 1},
+}
+
+
+def replay_detector(run: Path, entries: list[dict[str, Any]], goodhart: dict[str, Any],
+                    **overrides: Any) -> dict[str, Any]:
+    """The Goodhart detector replayed on a run's logged evaluations: the arguments it ran with (``goodhart.json``)
+    changed by ``overrides``, fed what the callback saw -- held-out accuracy and per-item results at each evaluation
+    (``heldout/step_*.jsonl``; the logged standard error where a table is partial) and the exponential moving
+    average of the train reward logged up to that step. ``{"stop", "kept"}`` as :func:`stopping_rules`; with no
+    overrides it reproduces the run's own verdict and z (tested)."""
+    from trl_lab.callbacks import GoodhartCallback
+
+    quiet = logging.getLogger("trl_lab.callbacks.goodhart")
+    was, quiet.disabled = quiet.disabled, True  # a replay's trigger is a table cell, not a warning
+    try:
+        return _replay(run, entries, goodhart, GoodhartCallback, overrides)
+    finally:
+        quiet.disabled = was
+
+
+def _replay(run: Path, entries: list[dict[str, Any]], goodhart: dict[str, Any], callback_cls: type,
+            overrides: dict[str, Any]) -> dict[str, Any]:
+    args = {k: v for k, v in (goodhart.get("rule") or {}).items() if k not in ("gold_n", "gold_stderr_metric")}
+    gold_metric = goodhart.get("gold_metric", "heldout/accuracy")
+    detector = callback_cls(goodhart.get("proxy_metric", "reward"), gold_metric, **{**args, **overrides})
+    rewards = [(e["step"], e[detector.proxy_metric]) for e in entries
+               if "loss" in e and isinstance(e.get(detector.proxy_metric), (int, float))]
+    steps, acc = series(entries, gold_metric)
+    for step, gold in zip(steps, acc):
+        proxy = math.nan
+        for logged, value in rewards:
+            if logged > step:
+                break
+            proxy = value if math.isnan(proxy) else proxy + detector.proxy_ema * (value - proxy)
+        answers = _answers(run, step)
+        n = int(_at(entries, "heldout/n", step) or 0)
+        items = [answers[i] for i in sorted(answers)] if answers and len(answers) == n else None
+        if detector.observe(step, proxy, gold, items, gold_stderr=_at(entries, f"{gold_metric}_stderr", step)):
+            break
+    if detector.triggered:
+        return {"stop": detector.triggered_step, "kept": detector.best_step if detector.restore_best else steps[-1]}
+    return {"stop": None, "kept": steps[-1]}
+
+
 def stopping_rules(entries: list[dict[str, Any]], goodhart: dict[str, Any], *, kl_threshold: float = 0.1,
-                   gap_threshold: float = 0.10, patiences: tuple[int, ...] = (3, 5)) -> dict[str, dict[str, Any]]:
+                   gap_threshold: float = 0.10, patiences: tuple[int, ...] = (3, 5),
+                   run: Path | None = None) -> dict[str, dict[str, Any]]:
     """Where each stopping rule would have stopped this run and which evaluation step it would hand back, replayed
     from the run's own log: the Goodhart detector (as it ran), transformers' ``EarlyStoppingCallback`` on
     ``heldout/accuracy`` (``load_best_model_at_end``: it hands back the best evaluation so far), the best held-out
     checkpoint without stopping, a held-out KL threshold and a train-reward vs held-out-accuracy gap (both stop at
-    the first evaluation over the threshold and hand back the evaluation before it). ``stop`` is None where a rule
+    the first evaluation over the threshold and hand back the evaluation before it); with ``run`` (its folder), also
+    the detector variants of :data:`REPLAYED_DETECTORS` (:func:`replay_detector`). ``stop`` is None where a rule
     never fired; ``kept`` is always an evaluation step."""
     steps, acc = series(entries, "heldout/accuracy")
     by_step = dict(zip(steps, acc))
@@ -178,6 +231,9 @@ def stopping_rules(entries: list[dict[str, Any]], goodhart: dict[str, Any], *, k
     triggered = goodhart.get("triggered_step")
     kept = goodhart.get("best_step") if triggered is not None and goodhart.get("restored") else steps[-1]
     rules["detector"] = {"stop": triggered, "kept": kept}
+    if run is not None and goodhart.get("rule"):
+        for name, overrides in REPLAYED_DETECTORS.items():
+            rules[name] = replay_detector(run, entries, goodhart, **overrides)
     for patience in patiences:
         best, waited, stop = None, 0, None
         for i, value in enumerate(acc):
