@@ -37,14 +37,9 @@ from trl_lab.testing.goodhart_sim import simulate  # noqa: E402
 
 
 def _z_against(d: np.ndarray, min_drop: float) -> float:
-    """One-sided paired z of ``mean(d) - min_drop`` (``min_drop`` 0: the shipped ``_paired_z``)."""
-    if min_drop == 0:
-        return G._paired_z(d)
-    n, total = d.size, float(d.sum())
-    var = max(float(np.dot(d, d)) - total * total / n, 0.0) / (n - 1)
-    if var <= 1e-12:
-        return math.inf if total / n > min_drop + 1e-9 else 0.0
-    return (total / n - min_drop) / math.sqrt(var / n)
+    """One-sided paired z of ``mean(d) - min_drop``: the shipped ``_paired_z`` of the shifted differences (a shift
+    moves the mean and leaves the spread)."""
+    return G._paired_z(d - min_drop)
 
 
 class VariantDetector(G.GoodhartCallback):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from trl_lab.callbacks import GoodhartCallback
 from tests.helpers import load_bench
+from trl_lab.callbacks import GoodhartCallback
 from trl_lab.testing.goodhart_sim import persistent_suite, simulate
 
 

@@ -28,8 +28,9 @@ from typing import Any
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
 from trl_lab.scripts.study import flag_value
 
-__all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "arm_summary", "format_audit", "format_leash", "format_tone",
-           "REPLAYED_DETECTORS", "is_hacked", "main", "replay_detector", "run_record", "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
+__all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "REPLAYED_DETECTORS", "arm_summary", "format_audit",
+           "format_leash", "format_tone", "is_hacked", "main", "replay_detector", "run_record", "score_stopping_rules",
+           "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 #: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
@@ -182,33 +183,28 @@ def replay_detector(run: Path, entries: list[dict[str, Any]], goodhart: dict[str
     overrides it reproduces the run's own verdict and z (tested)."""
     from trl_lab.callbacks import GoodhartCallback
 
-    quiet = logging.getLogger("trl_lab.callbacks.goodhart")
-    was, quiet.disabled = quiet.disabled, True  # a replay's trigger is a table cell, not a warning
-    try:
-        return _replay(run, entries, goodhart, GoodhartCallback, overrides)
-    finally:
-        quiet.disabled = was
-
-
-def _replay(run: Path, entries: list[dict[str, Any]], goodhart: dict[str, Any], callback_cls: type,
-            overrides: dict[str, Any]) -> dict[str, Any]:
     args = {k: v for k, v in (goodhart.get("rule") or {}).items() if k not in ("gold_n", "gold_stderr_metric")}
     gold_metric = goodhart.get("gold_metric", "heldout/accuracy")
-    detector = callback_cls(goodhart.get("proxy_metric", "reward"), gold_metric, **{**args, **overrides})
+    detector = GoodhartCallback(goodhart.get("proxy_metric", "reward"), gold_metric, **{**args, **overrides})
     rewards = [(e["step"], e[detector.proxy_metric]) for e in entries
                if "loss" in e and isinstance(e.get(detector.proxy_metric), (int, float))]
     steps, acc = series(entries, gold_metric)
-    for step, gold in zip(steps, acc):
-        proxy = math.nan
-        for logged, value in rewards:
-            if logged > step:
+    quiet = logging.getLogger("trl_lab.callbacks.goodhart")
+    was, quiet.disabled = quiet.disabled, True  # a replay's trigger is a table cell, not a warning
+    try:
+        proxy, seen = math.nan, 0
+        for step, gold in zip(steps, acc):
+            while seen < len(rewards) and rewards[seen][0] <= step:  # the proxy's EMA over the logs up to this step
+                value = rewards[seen][1]
+                proxy = value if math.isnan(proxy) else proxy + detector.proxy_ema * (value - proxy)
+                seen += 1
+            answers = _answers(run, step)
+            n = int(_at(entries, "heldout/n", step) or 0)
+            items = [answers[i] for i in sorted(answers)] if answers and len(answers) == n else None
+            if detector.observe(step, proxy, gold, items, gold_stderr=_at(entries, f"{gold_metric}_stderr", step)):
                 break
-            proxy = value if math.isnan(proxy) else proxy + detector.proxy_ema * (value - proxy)
-        answers = _answers(run, step)
-        n = int(_at(entries, "heldout/n", step) or 0)
-        items = [answers[i] for i in sorted(answers)] if answers and len(answers) == n else None
-        if detector.observe(step, proxy, gold, items, gold_stderr=_at(entries, f"{gold_metric}_stderr", step)):
-            break
+    finally:
+        quiet.disabled = was
     if detector.triggered:
         return {"stop": detector.triggered_step, "kept": detector.best_step if detector.restore_best else steps[-1]}
     return {"stop": None, "kept": steps[-1]}
