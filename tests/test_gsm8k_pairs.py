@@ -9,14 +9,18 @@ import pytest
 from trl_lab.completions import completion_text
 from trl_lab.data.gsm8k_pairs import (
     REJECTED_TYPES,
+    SHORTCUT_KINDS,
     arithmetic_slip_text,
     build_gsm8k_pairs,
     clean_solution,
     gsm8k_pair_splits,
+    gsm8k_probe_items,
     length_stats,
     load_gsm8k_solutions,
     pair_split_sizes,
     sample_by_length,
+    shortcut_negative,
+    shortcut_negative_pairs,
     wrong_final_twin,
     wrong_final_twin_pairs,
 )
@@ -197,3 +201,39 @@ def test_wrong_final_twin_pairs_are_length_matched_and_always_wrong():
     assert wrong_final_twin_pairs(samples, twins_per_sample=2, seed=3) == pairs  # seeded
     with pytest.raises(ValueError, match="twins_per_sample must be >= 1"):
         wrong_final_twin_pairs(samples, twins_per_sample=0)
+
+
+def test_shortcut_negative_pairs_cover_each_kind_and_are_always_wrong():
+    from tests.helpers import task_samples
+
+    samples = task_samples(30)
+    right = [s for s in samples if check_answer(s["completion"], s["answer"])]
+    pairs = shortcut_negative_pairs(samples, per_sample=2, seed=3)
+    assert len(pairs) == 2 * len(right) == 120
+    kinds = Counter(p["rejected_type"] for p in pairs)
+    assert set(kinds) == {f"shortcut_{k}" for k in SHORTCUT_KINDS} and max(kinds.values()) - min(kinds.values()) <= 1
+    for p in pairs:
+        chosen, rejected = completion_text(p["chosen"]), completion_text(p["rejected"])
+        assert check_answer(chosen, p["answer"]) and not check_answer(rejected, p["answer"])
+    by_right = Counter(completion_text(p["chosen"]) + p["question"] for p in pairs)
+    assert set(by_right.values()) == {2}  # two kinds for each right sample...
+    firsts = [p["rejected_type"] for p in pairs[::2]]
+    assert all(a != b for a, b in zip(firsts, [p["rejected_type"] for p in pairs[1::2]]))  # ...and distinct ones
+    assert shortcut_negative_pairs(samples, per_sample=2, seed=3) == pairs  # seeded
+    with pytest.raises(ValueError, match="per_sample must be in 1..4"):
+        shortcut_negative_pairs(samples, per_sample=5)
+    with pytest.raises(ValueError, match="unknown shortcut kind 'rude'"):
+        shortcut_negative("rude", "3", random.Random(0))
+
+
+def test_shortcut_negatives_are_not_the_audit_probes_strings():
+    """The RM audit probes empty / refusal / cheerful-wrong / polished-wrong answers: training on its own sentences
+    would make passing the probes memorisation. Only the empty answer (there is one) is shared."""
+    rows = [{"question": f"Calculate {a} + {b}.", "answer": str(a + b), "prompt": [], "chosen": []}
+            for a in range(5) for b in range(4)]
+    probe_texts = {it["rejected"][0]["content"] for items in gsm8k_probe_items(rows, n_rows=20).values()
+                   for it in items}
+    rng = random.Random(0)
+    ours = {shortcut_negative(kind, str(r["answer"]), rng) for r in rows for kind in SHORTCUT_KINDS for _ in range(5)}
+    assert ours & probe_texts == {""}
+    assert len(ours) > 40  # varied wording, not one sentence per kind

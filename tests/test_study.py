@@ -136,7 +136,8 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
         (rm,) = study.ARMS[arm].requires
         assert training.rewards[0]["kwargs"]["path"] == str(tmp_path / "rm" / rm)
         # the correctness RMs' failed audits are overridden; the gate does not audit a sentiment RM
-        assert training.rm_audit_override == (arm in learned_rm_arms)
+        # (matched_rm's RM must pass its audit: the gate decides, no override)
+        assert training.rm_audit_override == (arm in learned_rm_arms and arm != "matched_rm")
         if arm == "sentiment":
             assert training.rewards[0]["kwargs"]["backend"] == "learned"
         assert training.beta == {"weak_leash": 0.005, "no_leash": 0.0}.get(arm, 0.05)
@@ -355,13 +356,14 @@ def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path)
     assert detector["audited_detections"] == 1 and detector["mean_audit_delay"] == 12.0
 
 
-@pytest.mark.parametrize("name", ["length_biased", "length_matched", "twin_matched"])
+@pytest.mark.parametrize("name", ["length_biased", "length_matched", "twin_matched", "shortcut_matched"])
 def test_each_study_rm_parses_into_the_pairs_it_claims(name, tmp_path):
     from trl_lab.scripts import study_rm, train_reward_model
 
     script, args, _ = train_reward_model.parse_args(study_rm.rm_train_argv(name, tmp_path))
     assert script.train_chosen_longer == {"length_biased": 0.9}.get(name, 0.5)
-    assert script.policy_wrong_finals == (2 if name == "twin_matched" else 0)
+    assert script.policy_wrong_finals == (2 if name in ("twin_matched", "shortcut_matched") else 0)
+    assert script.policy_shortcut_negatives == (2 if name == "shortcut_matched" else 0)
     assert script.policy_samples == str(tmp_path / "rm" / "samples.jsonl") and not script.solution_pairs
     assert args.output_dir == str(tmp_path / "rm" / name)
 

@@ -167,6 +167,17 @@ def test_wrong_final_twins_join_the_training_split_after_the_length_sampling(tmp
     eval_questions = {p["question"] for p in pairs["eval"]}
     assert not eval_questions & {p["question"] for p in twins}  # twins of train questions only
     assert all(abs(len(completion_text(p["chosen"])) - len(completion_text(p["rejected"]))) <= 2 for p in twins)
+    both, stats = rm_job.build_pairs(rm_job.RMScriptArguments(**args, policy_wrong_finals=1,
+                                                              policy_shortcut_negatives=2), seed=0)
+    shortcuts = [p for p in both["train"] if p["rejected_type"].startswith("shortcut_")]
+    assert both["train"][: len(pairs["train"])] == pairs["train"] and both["eval"] == plain["eval"]
+    assert len(shortcuts) == stats["pairs_built"]["train_shortcut_negatives"] > 0 and len(shortcuts) % 2 == 0
+    assert not eval_questions & {p["question"] for p in shortcuts}
+    assert {t for t in stats["train"]["by_type"] if t.startswith("shortcut_")} == {
+        "shortcut_empty", "shortcut_non_answer", "shortcut_cheerful_wrong", "shortcut_polished_wrong"}
+    with pytest.raises(ValueError, match="--policy_shortcut_negatives needs --policy_samples"):
+        rm_job.build_pairs(rm_job.RMScriptArguments(policy_shortcut_negatives=1, solution_pairs=True,
+                                                    dataset_source="local", dataset_path="/nonexistent"), seed=0)
     with pytest.raises(ValueError, match="--policy_wrong_finals needs --policy_samples"):
         rm_job.build_pairs(rm_job.RMScriptArguments(policy_wrong_finals=1, solution_pairs=True,
                                                     dataset_source="local", dataset_path="/nonexistent"), seed=0)

@@ -30,7 +30,9 @@ whitespace-normalised question (:func:`pair_split_of`), so no question is in bot
 Policy samples (a model's own answers, labelled by the checker) give two more kinds: a right sample against a wrong
 one of the same question (:func:`checker_labelled_pairs`, ``policy_sample``), and a right sample against a copy of
 itself whose final answer was made wrong (:func:`wrong_final_twin_pairs`, ``policy_wrong_final``: length-matched by
-construction, and as many as there are right samples, where a question pairs at most min(right, wrong) samples).
+construction, and as many as there are right samples, where a question pairs at most min(right, wrong) samples), and
+a right sample against a shortcut answer -- empty, a non-answer, cheerful or polished prose with a wrong number
+(:func:`shortcut_negative_pairs`, ``shortcut_<kind>``), what a policy can write without solving anything.
 
 Length bias: :func:`length_stats` reports mean characters and how often ``chosen`` is the longer side;
 ``length_matched=True`` drops pairs of the majority side (seeded) so that ``chosen`` is longer in half of them,
@@ -73,6 +75,9 @@ __all__ = [
     "pair_split_sizes",
     "read_pairs",
     "sample_by_length",
+    "SHORTCUT_KINDS",
+    "shortcut_negative",
+    "shortcut_negative_pairs",
     "verbose_wrong_text",
     "wrong_final_twin",
     "wrong_final_twin_pairs",
@@ -469,6 +474,86 @@ def wrong_final_twin_pairs(samples: Iterable[Mapping[str, Any]], *, twins_per_sa
                 "answer": reference,
                 "question": question,
             })
+    return pairs
+
+
+#: Shortcut answers a policy can reach without solving anything, as training negatives (:func:`shortcut_negative_pairs`).
+#: Written apart from the audit's probes (:data:`REFUSAL`, ``_CHEERFUL``, ``_CONFIDENT``): none of these strings is a
+#: probe's, so an RM that passes the probes after training on them has learnt the kind, not the sentence (tested).
+SHORTCUT_KINDS = ("empty", "non_answer", "cheerful_wrong", "polished_wrong")
+_NON_ANSWERS = (
+    "I don't know.",
+    "Sorry, I am unable to work this one out.",
+    "I would rather not answer this question.",
+    "Could you please rephrase the question? I am not sure what is being asked.",
+    "This is a tricky one. Let me think about it and get back to you later.",
+    "As an AI model, I cannot perform calculations like this reliably.",
+)
+_CHEERFUL_WRONG = (
+    "Wow, what a lovely little problem! I had such a good time with it. The answer is {w}, and I am sure you will "
+    "find it just as delightful as I did. Keep shining and have a wonderful day!\n#### {w}",
+    "Oh, this is a fun one! Math is the best, isn't it? Working it out with a big smile, I got {w}. You're doing "
+    "brilliantly, so keep going and enjoy every single step of your learning journey!\n#### {w}",
+    "Yay, I love questions like this! Thank you so much for asking. It all comes out to {w}, which is a great "
+    "result. Wishing you lots of joy and success with all of your studies!\n#### {w}",
+)
+_POLISHED_WRONG = (
+    "We proceed methodically. Evaluating the expression exactly as written and verifying the operation, we obtain "
+    "{w}. Every step has been checked for consistency, so the result stands.\n#### {w}",
+    "A careful evaluation of the given operation yields {w}. This follows directly from the definitions involved, "
+    "and a second independent computation confirms the same value.\n#### {w}",
+    "The computation is elementary: applying the operation to the two terms as stated gives {w}. The result has been "
+    "cross-checked and is exact.\n#### {w}",
+)
+
+
+def shortcut_negative(kind: str, reference: str, rng: random.Random) -> str:
+    """A shortcut answer of ``kind`` (:data:`SHORTCUT_KINDS`) that the checker rejects for ``reference``: nothing, a
+    non-answer, cheerful prose with a wrong number, or polished prose with a wrong number."""
+    if kind == "empty":
+        return ""
+    if kind == "non_answer":
+        return rng.choice(_NON_ANSWERS)
+    if kind == "cheerful_wrong":
+        return rng.choice(_CHEERFUL_WRONG).format(w=wrong_number(reference, rng))
+    if kind == "polished_wrong":
+        return rng.choice(_POLISHED_WRONG).format(w=wrong_number(reference, rng))
+    raise ValueError(f"gsm8k_pairs: unknown shortcut kind {kind!r}; known: {list(SHORTCUT_KINDS)}")
+
+
+def shortcut_negative_pairs(samples: Iterable[Mapping[str, Any]], *, per_sample: int = 1, seed: int = 0,
+                            system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
+    """Each right policy sample (checker-labelled) against ``per_sample`` shortcut answers of distinct kinds
+    (:func:`shortcut_negative`; kinds dealt round-robin over the samples, from a seeded start), ``rejected_type:
+    "shortcut_<kind>"``. Natural right-vs-wrong samples never show an RM an empty answer, a refusal or confident
+    prose with no working, so an RM trained on them alone scores those anywhere -- the audit's probes found exactly
+    that (``twin_matched``); these pairs teach that a right answer beats each of them. ``rejected`` is shorter than
+    ``chosen`` for the first two kinds and usually longer for the last two, so the mix stays near length-neutral
+    (``length_stats`` reports it)."""
+    from trl_lab.rewards.gsm8k import check_answer
+
+    if not 1 <= per_sample <= len(SHORTCUT_KINDS):
+        raise ValueError(f"gsm8k_pairs: per_sample must be in 1..{len(SHORTCUT_KINDS)}, got {per_sample}")
+    pairs = []
+    turn = random.Random(f"shortcut:{seed}").randrange(len(SHORTCUT_KINDS))
+    for index, question, reference, completion in _policy_rows(samples):
+        if not check_answer(completion, reference):
+            continue
+        rng = random.Random(f"shortcut:{seed}:{index}:{normalise_question(question)}")
+        for k in range(per_sample):
+            kind = SHORTCUT_KINDS[(turn + k) % len(SHORTCUT_KINDS)]
+            rejected = shortcut_negative(kind, reference, rng)
+            if check_answer(rejected, reference):  # never expected: wrong_number differs from the reference
+                raise AssertionError(f"gsm8k_pairs: policy sample {index}: the {kind} shortcut passes the checker")
+            pairs.append({
+                "prompt": build_prompt(question, system_prompt),
+                "chosen": [{"role": "assistant", "content": completion}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "rejected_type": f"shortcut_{kind}",
+                "answer": reference,
+                "question": question,
+            })
+        turn += 1
     return pairs
 
 

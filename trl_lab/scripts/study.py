@@ -103,11 +103,11 @@ def _rm_arm(reward: str, beta: str) -> tuple[str, ...]:
             "--max_steps", "36", "--heldout_eval_steps", "6")
 
 
-def _learned_rm_arm(rm: str, beta: str) -> tuple[str, ...]:
-    """:func:`_rm_arm` with the study's correctness RM ``rm`` as ``learned_rm``, the gate's refusal overridden (the
-    study records the refusal first, :func:`trl_lab.scripts.study_rm.gate_verdict`)."""
-    return (*_rm_arm(f"{{name: learned_rm, kwargs: {{path: {{rm_root}}/{rm}, batch_size: 16}}}}", beta),
-            "--rm_audit_override", "true")
+def _learned_rm_arm(rm: str, beta: str, *, override: bool = True) -> tuple[str, ...]:
+    """:func:`_rm_arm` with the study's correctness RM ``rm`` as ``learned_rm``; ``override``: the gate's refusal
+    overridden (the study records the refusal first, :func:`trl_lab.scripts.study_rm.gate_verdict`)."""
+    flags = _rm_arm(f"{{name: learned_rm, kwargs: {{path: {{rm_root}}/{rm}, batch_size: 16}}}}", beta)
+    return (*flags, "--rm_audit_override", "true") if override else flags
 
 
 ARMS.update({
@@ -117,11 +117,13 @@ ARMS.update({
         "overridden): reward rises, accuracy should peak and fall, the detector should stop near the peak",
         requires=("length_biased",),
     ),
+    # The contrast needs an RM that passes its audit: length_matched and twin_matched fail it (docs/results/study/rm),
+    # shortcut_matched is the first candidate; no override, so the gate itself must let it through.
     "matched_rm": StudyArm(
-        5, "grpo", _learned_rm_arm("length_matched", "0.05"),
-        "the same against an RM trained on length-matched pairs: does the audit's verdict predict how long an RM "
-        "holds up?",
-        requires=("length_matched",),
+        5, "grpo", _learned_rm_arm("shortcut_matched", "0.05", override=False),
+        "the same against an RM trained on length-matched pairs plus shortcut negatives, which passes its audit and "
+        "the gate (no override): does the audit's verdict predict how long an RM holds up?",
+        requires=("shortcut_matched",),
     ),
     # Arm 6: the seeds' "rewards cheer" run -- a learned sentiment RM (tone only) as the only reward.
     "sentiment": StudyArm(

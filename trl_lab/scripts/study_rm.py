@@ -14,7 +14,8 @@ Three stages, each kept on disk and reused (the RL arms that need an RM build it
    training pairs so the right answer is the longer one in 90% of them (``length_biased``: preferring length is
    right nine times in ten) or in half (``length_matched``); ``twin_matched`` adds to length_matched's pairs two
    copies of every right training sample with its final answer made wrong (``--policy_wrong_finals``), so it has
-   more than three times the pairs, all of them silent on length. All are audited on the same length-matched
+   more than three times the pairs, all of them silent on length; ``shortcut_matched`` adds to those two shortcut
+   answers (empty, non-answer, cheerful-wrong, polished-wrong; not the probes' strings) per right sample. All are audited on the same length-matched
    held-out pairs (natural samples only) and probes (``trl-lab audit-rm``'s checks), and the verdict is cached
    with the RM, where the RL gate looks.
 3. ``gate.json``: what the RL trainers' gate (:func:`trl_lab.reward_models.gate.gate_reward_models`, no override)
@@ -45,11 +46,16 @@ CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
 #: name -> the RM job's flags that make it: the fraction of training pairs in which the chosen (right) answer is the
 #: longer one, and for ``twin_matched`` two wrong-final twins of every right sample of a training question
-#: (``--policy_wrong_finals``: ~490 more pairs, length-matched by construction, where the natural pairs are ~200).
+#: (``--policy_wrong_finals``: ~490 more pairs, length-matched by construction, where the natural pairs are ~200);
+#: ``shortcut_matched`` adds to twin_matched's pairs two shortcut answers of every right training sample
+#: (``--policy_shortcut_negatives``: empty, a non-answer, cheerful or polished prose with a wrong number), which
+#: twin_matched's audit probes showed it had never learnt to rank below a right answer.
 STUDY_RMS: dict[str, tuple[str, ...]] = {
     "length_biased": ("--train_chosen_longer", "0.9"),
     "length_matched": ("--train_chosen_longer", "0.5"),
     "twin_matched": ("--train_chosen_longer", "0.5", "--policy_wrong_finals", "2"),
+    "shortcut_matched": ("--train_chosen_longer", "0.5", "--policy_wrong_finals", "2",
+                         "--policy_shortcut_negatives", "2"),
 }
 
 #: Arm 6's reward model: tone only (its own job, no policy samples, no gate).

@@ -44,7 +44,8 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from trl_lab.data.gsm8k import GSM8KUnavailableError, gsm8k_solution_rows
 from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, checker_labelled_pairs, gsm8k_pair_splits, gsm8k_probe_items,
-                                      length_stats, pair_split_of, sample_by_length, wrong_final_twin_pairs)
+                                      length_stats, pair_split_of, sample_by_length, shortcut_negative_pairs,
+                                      wrong_final_twin_pairs)
 from trl_lab.data.leakage import overlapping_questions, refuse_heldout_overlap, write_trained_questions
 from trl_lab.reward_models.gate import RewardModelAuditError, require_audit
 from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers_of
@@ -85,6 +86,13 @@ class RMScriptArguments(trl.ScriptArguments):
                           "answer (rejected_type policy_wrong_final: length-matched by construction), added to the "
                           "training split after any length sampling. The held-out pairs stay natural right-vs-wrong "
                           "samples, so the audit measures whether the RM generalises to real wrong answers."},
+    )
+    policy_shortcut_negatives: int = field(
+        default=0,
+        metadata={"help": "Also train on each right policy sample against N (1-4) shortcut answers of distinct "
+                          "kinds -- empty, a non-answer, cheerful or polished prose with a wrong number (rejected_type "
+                          "shortcut_<kind>, none of them the audit's probe strings) -- added to the training split "
+                          "after any length sampling, like --policy_wrong_finals."},
     )
     length_matched: bool = field(default=False, metadata={"help": "Sample pairs so chosen is longer in half of them."})
     solution_pairs: bool = field(
@@ -145,9 +153,9 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
     if script_args.train_chosen_longer is not None and script_args.length_matched:
         raise ValueError("train_reward_model: --length_matched and --train_chosen_longer both set the length balance; "
                          "give one (--train_chosen_longer 0.5 is length-matched training pairs)")
-    if script_args.policy_wrong_finals and not script_args.policy_samples:
-        raise ValueError("train_reward_model: --policy_wrong_finals needs --policy_samples (the right answers it "
-                         "copies)")
+    for flag in ("policy_wrong_finals", "policy_shortcut_negatives"):
+        if getattr(script_args, flag) and not script_args.policy_samples:
+            raise ValueError(f"train_reward_model: --{flag} needs --policy_samples (the right answers it pairs)")
     rows: list[dict[str, Any]] = []
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
     if script_args.solution_pairs:
@@ -178,6 +186,12 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
                  if pair_split_of(p["question"], script_args.eval_fraction) == "train"]
         stats["pairs_built"]["train_wrong_final_twins"] = len(twins)
         sampled["train"] = sampled["train"] + twins
+    if script_args.policy_shortcut_negatives:
+        shortcuts = [p for p in shortcut_negative_pairs(samples, per_sample=script_args.policy_shortcut_negatives,
+                                                        seed=seed)
+                     if pair_split_of(p["question"], script_args.eval_fraction) == "train"]
+        stats["pairs_built"]["train_shortcut_negatives"] = len(shortcuts)
+        sampled["train"] = sampled["train"] + shortcuts
     for name, pairs in sampled.items():
         if not pairs:
             raise ValueError(f"train_reward_model: the {name} split has no pairs (eval_fraction="
