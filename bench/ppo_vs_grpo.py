@@ -104,7 +104,6 @@ def study_run(algo: str, steps: int, seed: int, root: Path, job_flags: list[str]
         "step_time_s": statistics.median(e["step_time"] for e in steps_logged[1:] or steps_logged),
         "tokens_per_step": (tokens[-1] - tokens[0]) / max(len(tokens) - 1, 1) if len(tokens) > 1 else tokens[0],
         "peak_rss_mb": record["peak_rss_gb"] * 1024,
-        "peak_cuda_mb": None,
         "reward_first": statistics.mean(e["reward"] for e in steps_logged[:3]),
         "reward_last": statistics.mean(e["reward"] for e in steps_logged[-3:]),
     }

@@ -379,6 +379,14 @@ def _policy_rows(samples: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int, st
         yield index, question, reference, completion
 
 
+def _policy_pair(question: str, reference: str, chosen: str, rejected: str, kind: str,
+                 system_prompt: str | None) -> dict[str, Any]:
+    """One policy-sample pair in the explicit-prompt conversational format, with its ``rejected_type``."""
+    return {"prompt": build_prompt(question, system_prompt), "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}], "rejected_type": kind, "answer": reference,
+            "question": question}
+
+
 def checker_labelled_pairs(samples: Iterable[Mapping[str, Any]], *, max_pairs_per_question: int = 2, seed: int = 0,
                            system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
     """Pairs from policy samples labelled by the GSM8K checker: a correct sample against a wrong one, same question.
@@ -406,14 +414,8 @@ def checker_labelled_pairs(samples: Iterable[Mapping[str, Any]], *, max_pairs_pe
         rng = random.Random(f"policy:{seed}:{key}")
         n = min(max_pairs_per_question, len(group["right"]), len(group["wrong"]))
         for chosen, rejected in zip(rng.sample(group["right"], n), rng.sample(group["wrong"], n)):
-            pairs.append({
-                "prompt": build_prompt(group["question"], system_prompt),
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-                "rejected_type": "policy_sample",
-                "answer": group["answer"],
-                "question": group["question"],
-            })
+            pairs.append(_policy_pair(group["question"], group["answer"], chosen, rejected, "policy_sample",
+                                      system_prompt))
     return pairs
 
 
@@ -466,14 +468,7 @@ def wrong_final_twin_pairs(samples: Iterable[Mapping[str, Any]], *, twins_per_sa
             if len(twins) == twins_per_sample:
                 break
         for twin in twins:
-            pairs.append({
-                "prompt": build_prompt(question, system_prompt),
-                "chosen": [{"role": "assistant", "content": completion}],
-                "rejected": [{"role": "assistant", "content": twin}],
-                "rejected_type": "policy_wrong_final",
-                "answer": reference,
-                "question": question,
-            })
+            pairs.append(_policy_pair(question, reference, completion, twin, "policy_wrong_final", system_prompt))
     return pairs
 
 
@@ -545,14 +540,7 @@ def shortcut_negative_pairs(samples: Iterable[Mapping[str, Any]], *, per_sample:
             rejected = shortcut_negative(kind, reference, rng)
             if check_answer(rejected, reference):  # never expected: wrong_number differs from the reference
                 raise AssertionError(f"gsm8k_pairs: policy sample {index}: the {kind} shortcut passes the checker")
-            pairs.append({
-                "prompt": build_prompt(question, system_prompt),
-                "chosen": [{"role": "assistant", "content": completion}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-                "rejected_type": f"shortcut_{kind}",
-                "answer": reference,
-                "question": question,
-            })
+            pairs.append(_policy_pair(question, reference, completion, rejected, f"shortcut_{kind}", system_prompt))
         turn += 1
     return pairs
 
