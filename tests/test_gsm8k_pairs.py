@@ -220,8 +220,12 @@ def test_shortcut_negative_pairs_cover_each_kind_and_are_always_wrong():
     firsts = [p["rejected_type"] for p in pairs[::2]]
     assert all(a != b for a, b in zip(firsts, [p["rejected_type"] for p in pairs[1::2]]))  # ...and distinct ones
     assert shortcut_negative_pairs(samples, per_sample=2, seed=3) == pairs  # seeded
-    with pytest.raises(ValueError, match="per_sample must be in 1..4"):
-        shortcut_negative_pairs(samples, per_sample=5)
+    with pytest.raises(ValueError, match="per_sample must be in 1..5"):
+        shortcut_negative_pairs(samples, per_sample=6)
+    with pytest.raises(ValueError, match="per_sample must be in 1..2 "):
+        shortcut_negative_pairs(samples, per_sample=3, kinds=("empty", "non_answer"))
+    with pytest.raises(ValueError, match="distinct names from .* got \\['empty', 'rude'\\]"):
+        shortcut_negative_pairs(samples, kinds=("empty", "rude"))
     with pytest.raises(ValueError, match="unknown shortcut kind 'rude'"):
         shortcut_negative("rude", "3", random.Random(0))
 
@@ -234,6 +238,26 @@ def test_shortcut_negatives_are_not_the_audit_probes_strings():
     probe_texts = {it["rejected"][0]["content"] for items in gsm8k_probe_items(rows, n_rows=20).values()
                    for it in items}
     rng = random.Random(0)
-    ours = {shortcut_negative(kind, str(r["answer"]), rng) for r in rows for kind in SHORTCUT_KINDS for _ in range(5)}
+    ours = {shortcut_negative(kind, str(r["answer"]), rng, r["question"]) for r in rows for kind in SHORTCUT_KINDS
+            for _ in range(5)}
     assert ours & probe_texts == {""}
     assert len(ours) > 40  # varied wording, not one sentence per kind
+    # nor any sentence of the probes' padding inside the padded shortcut (a paragraph shared would be memorisable)
+    probe_paragraphs = {par for t in probe_texts for par in t.split("\n\n") if len(par) > 40}
+    padded = [t for t in ours if "#### " in t and len(t) > 600]
+    assert padded and not any(par in t for t in padded for par in probe_paragraphs)
+
+
+def test_padded_shortcut_is_long_wrong_and_restates_the_question():
+    """``padded_wrong`` is the concise-vs-verbose probe's kind of answer: long, restating the question, the look of
+    working, a wrong final number; the first four kinds draw exactly what they drew before it was added."""
+    rng = random.Random(1)
+    text = shortcut_negative("padded_wrong", "17", rng, "What is 9 + 8?")
+    assert text.startswith("The question says: What is 9 + 8?") and len(text) > 600
+    assert not check_answer(text, "17") and text.rstrip().rpartition("#### ")[2] != "17"
+    assert shortcut_negative("padded_wrong", "17", random.Random(1), "What is 9 + 8?") == text  # seeded
+    from tests.helpers import task_samples
+
+    samples = task_samples(30)
+    v1 = shortcut_negative_pairs(samples, per_sample=2, seed=3, kinds=SHORTCUT_KINDS[:4])
+    assert {p["rejected_type"] for p in v1} == {f"shortcut_{k}" for k in SHORTCUT_KINDS[:4]}

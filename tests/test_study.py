@@ -356,14 +356,22 @@ def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path)
     assert detector["audited_detections"] == 1 and detector["mean_audit_delay"] == 12.0
 
 
-@pytest.mark.parametrize("name", ["length_biased", "length_matched", "twin_matched", "shortcut_matched"])
+@pytest.mark.parametrize("name", ["length_biased", "length_matched", "twin_matched", "shortcut_matched",
+                                  "padded_shortcut_matched"])
 def test_each_study_rm_parses_into_the_pairs_it_claims(name, tmp_path):
+    from trl_lab.data.gsm8k_pairs import SHORTCUT_KINDS
     from trl_lab.scripts import study_rm, train_reward_model
 
     script, args, _ = train_reward_model.parse_args(study_rm.rm_train_argv(name, tmp_path))
+    shortcuts = name.endswith("shortcut_matched")
     assert script.train_chosen_longer == {"length_biased": 0.9}.get(name, 0.5)
-    assert script.policy_wrong_finals == (2 if name in ("twin_matched", "shortcut_matched") else 0)
-    assert script.policy_shortcut_negatives == (2 if name == "shortcut_matched" else 0)
+    assert script.policy_wrong_finals == (2 if name == "twin_matched" or shortcuts else 0)
+    assert script.policy_shortcut_negatives == (2 if shortcuts else 0)
+    # shortcut_matched stays the four kinds it was built (and committed) with; padded_ adds padded_wrong
+    assert script.policy_shortcut_kinds == {"shortcut_matched": list(SHORTCUT_KINDS[:4]),
+                                            "padded_shortcut_matched": list(SHORTCUT_KINDS)}.get(
+                                                name, list(SHORTCUT_KINDS))
+    assert SHORTCUT_KINDS[:4] == ("empty", "non_answer", "cheerful_wrong", "polished_wrong")
     assert script.policy_samples == str(tmp_path / "rm" / "samples.jsonl") and not script.solution_pairs
     assert args.output_dir == str(tmp_path / "rm" / name)
 

@@ -174,7 +174,11 @@ def test_wrong_final_twins_join_the_training_split_after_the_length_sampling(tmp
     assert len(shortcuts) == stats["pairs_built"]["train_shortcut_negatives"] > 0 and len(shortcuts) % 2 == 0
     assert not eval_questions & {p["question"] for p in shortcuts}
     assert {t for t in stats["train"]["by_type"] if t.startswith("shortcut_")} == {
-        "shortcut_empty", "shortcut_non_answer", "shortcut_cheerful_wrong", "shortcut_polished_wrong"}
+        "shortcut_empty", "shortcut_non_answer", "shortcut_cheerful_wrong", "shortcut_polished_wrong",
+        "shortcut_padded_wrong"}
+    two, _ = rm_job.build_pairs(rm_job.RMScriptArguments(**args, policy_shortcut_negatives=1,
+                                                         policy_shortcut_kinds=["empty", "padded_wrong"]), seed=0)
+    assert {p["rejected_type"] for p in two["train"]} == {"policy_sample", "shortcut_empty", "shortcut_padded_wrong"}
     with pytest.raises(ValueError, match="--policy_shortcut_negatives needs --policy_samples"):
         rm_job.build_pairs(rm_job.RMScriptArguments(policy_shortcut_negatives=1, solution_pairs=True,
                                                     dataset_source="local", dataset_path="/nonexistent"), seed=0)

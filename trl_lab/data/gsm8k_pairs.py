@@ -31,8 +31,8 @@ Policy samples (a model's own answers, labelled by the checker) give two more ki
 one of the same question (:func:`checker_labelled_pairs`, ``policy_sample``), and a right sample against a copy of
 itself whose final answer was made wrong (:func:`wrong_final_twin_pairs`, ``policy_wrong_final``: length-matched by
 construction, and as many as there are right samples, where a question pairs at most min(right, wrong) samples), and
-a right sample against a shortcut answer -- empty, a non-answer, cheerful or polished prose with a wrong number
-(:func:`shortcut_negative_pairs`, ``shortcut_<kind>``), what a policy can write without solving anything.
+a right sample against a shortcut answer -- empty, a non-answer, cheerful, polished or long-winded prose with a
+wrong number (:func:`shortcut_negative_pairs`, ``shortcut_<kind>``), what a policy can write without solving anything.
 
 Length bias: :func:`length_stats` reports mean characters and how often ``chosen`` is the longer side;
 ``length_matched=True`` drops pairs of the majority side (seeded) so that ``chosen`` is longer in half of them,
@@ -76,6 +76,7 @@ __all__ = [
     "read_pairs",
     "sample_by_length",
     "SHORTCUT_KINDS",
+    "SHORTCUT_KINDS_V1",
     "shortcut_negative",
     "shortcut_negative_pairs",
     "verbose_wrong_text",
@@ -475,7 +476,9 @@ def wrong_final_twin_pairs(samples: Iterable[Mapping[str, Any]], *, twins_per_sa
 #: Shortcut answers a policy can reach without solving anything, as training negatives (:func:`shortcut_negative_pairs`).
 #: Written apart from the audit's probes (:data:`REFUSAL`, ``_CHEERFUL``, ``_CONFIDENT``): none of these strings is a
 #: probe's, so an RM that passes the probes after training on them has learnt the kind, not the sentence (tested).
-SHORTCUT_KINDS = ("empty", "non_answer", "cheerful_wrong", "polished_wrong")
+SHORTCUT_KINDS = ("empty", "non_answer", "cheerful_wrong", "polished_wrong", "padded_wrong")
+#: The four kinds of the first shortcut RM (``shortcut_matched`` in the study), before ``padded_wrong`` was added.
+SHORTCUT_KINDS_V1 = SHORTCUT_KINDS[:4]
 _NON_ANSWERS = (
     "I don't know.",
     "Sorry, I am unable to work this one out.",
@@ -500,11 +503,26 @@ _POLISHED_WRONG = (
     "The computation is elementary: applying the operation to the two terms as stated gives {w}. The result has been "
     "cross-checked and is exact.\n#### {w}",
 )
+#: Long-winded working that never works anything out (``padded_wrong``): the opposite of a concise right answer, and
+#: written apart from the verbose-wrong probe's padding (``_PADDING``).
+_LONG_WINDED = (
+    "Before doing anything else, I want to be sure I have understood exactly what is being asked here, so I will "
+    "go over the wording slowly and note each number as it appears.",
+    "There are several ways to approach a question like this one, and it is worth pausing to choose the most "
+    "reliable of them rather than rushing into the first idea that comes to mind.",
+    "I will keep a running total as I go, writing down each intermediate value, because keeping the bookkeeping "
+    "tidy is what prevents small slips from creeping into the final result.",
+    "At this point it helps to step back and look at the overall structure of the question once more, to make "
+    "sure that no term has been dropped and that every operation is applied in the right order.",
+    "Finally, I double-check that the size of the result makes sense given the numbers involved, since a quick "
+    "estimate is a good way to catch a mistake before committing to an answer.",
+)
 
 
-def shortcut_negative(kind: str, reference: str, rng: random.Random) -> str:
+def shortcut_negative(kind: str, reference: str, rng: random.Random, question: str = "") -> str:
     """A shortcut answer of ``kind`` (:data:`SHORTCUT_KINDS`) that the checker rejects for ``reference``: nothing, a
-    non-answer, cheerful prose with a wrong number, or polished prose with a wrong number."""
+    non-answer, cheerful prose with a wrong number, polished prose with a wrong number, or long-winded working that
+    restates ``question`` and ends on a wrong number."""
     if kind == "empty":
         return ""
     if kind == "non_answer":
@@ -513,31 +531,44 @@ def shortcut_negative(kind: str, reference: str, rng: random.Random) -> str:
         return rng.choice(_CHEERFUL_WRONG).format(w=wrong_number(reference, rng))
     if kind == "polished_wrong":
         return rng.choice(_POLISHED_WRONG).format(w=wrong_number(reference, rng))
+    if kind == "padded_wrong":
+        w = wrong_number(reference, rng)
+        sentences = rng.sample(_LONG_WINDED, 4)
+        restated = f"The question says: {question.strip()}\n\n" if question.strip() else ""
+        return restated + "\n\n".join(sentences) + f"\n\nAfter all of that, the value I arrive at is {w}.\n#### {w}"
     raise ValueError(f"gsm8k_pairs: unknown shortcut kind {kind!r}; known: {list(SHORTCUT_KINDS)}")
 
 
 def shortcut_negative_pairs(samples: Iterable[Mapping[str, Any]], *, per_sample: int = 1, seed: int = 0,
+                            kinds: Sequence[str] = SHORTCUT_KINDS,
                             system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[dict[str, Any]]:
-    """Each right policy sample (checker-labelled) against ``per_sample`` shortcut answers of distinct kinds
+    """Each right policy sample (checker-labelled) against ``per_sample`` shortcut answers of distinct ``kinds``
     (:func:`shortcut_negative`; kinds dealt round-robin over the samples, from a seeded start), ``rejected_type:
     "shortcut_<kind>"``. Natural right-vs-wrong samples never show an RM an empty answer, a refusal or confident
     prose with no working, so an RM trained on them alone scores those anywhere -- the audit's probes found exactly
-    that (``twin_matched``); these pairs teach that a right answer beats each of them. ``rejected`` is shorter than
-    ``chosen`` for the first two kinds and usually longer for the last two, so the mix stays near length-neutral
-    (``length_stats`` reports it)."""
+    that (``twin_matched``); these pairs teach that a right answer beats each of them. ``padded_wrong`` (added after
+    ``shortcut_matched`` still ranked a long padded wrong answer above a concise right one) teaches that length and
+    the look of working are not correctness. ``rejected`` is shorter than ``chosen`` for empty and non-answers and
+    usually longer for the three prose kinds (``length_stats`` reports the mix). ``kinds``: a subset, in order
+    (:data:`SHORTCUT_KINDS_V1` rebuilds the first shortcut RM's pairs exactly)."""
     from trl_lab.rewards.gsm8k import check_answer
 
-    if not 1 <= per_sample <= len(SHORTCUT_KINDS):
-        raise ValueError(f"gsm8k_pairs: per_sample must be in 1..{len(SHORTCUT_KINDS)}, got {per_sample}")
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in SHORTCUT_KINDS]
+    if unknown or len(set(kinds)) != len(kinds) or not kinds:
+        raise ValueError(f"gsm8k_pairs: shortcut kinds must be distinct names from {list(SHORTCUT_KINDS)}, "
+                         f"got {list(kinds)}")
+    if not 1 <= per_sample <= len(kinds):
+        raise ValueError(f"gsm8k_pairs: per_sample must be in 1..{len(kinds)} (the kinds given), got {per_sample}")
     pairs = []
-    turn = random.Random(f"shortcut:{seed}").randrange(len(SHORTCUT_KINDS))
+    turn = random.Random(f"shortcut:{seed}").randrange(len(kinds))
     for index, question, reference, completion in _policy_rows(samples):
         if not check_answer(completion, reference):
             continue
         rng = random.Random(f"shortcut:{seed}:{index}:{normalise_question(question)}")
         for k in range(per_sample):
-            kind = SHORTCUT_KINDS[(turn + k) % len(SHORTCUT_KINDS)]
-            rejected = shortcut_negative(kind, reference, rng)
+            kind = kinds[(turn + k) % len(kinds)]
+            rejected = shortcut_negative(kind, reference, rng, question)
             if check_answer(rejected, reference):  # never expected: wrong_number differs from the reference
                 raise AssertionError(f"gsm8k_pairs: policy sample {index}: the {kind} shortcut passes the checker")
             pairs.append(_policy_pair(question, reference, completion, rejected, f"shortcut_{kind}", system_prompt))

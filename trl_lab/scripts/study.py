@@ -118,12 +118,13 @@ ARMS.update({
         requires=("length_biased",),
     ),
     # The contrast needs an RM that passes its audit: length_matched and twin_matched fail it (docs/results/study/rm),
-    # shortcut_matched is the first candidate; no override, so the gate itself must let it through.
+    # shortcut_matched fails one probe (concise right vs padded wrong), padded_shortcut_matched is the next candidate;
+    # no override, so the gate itself must let it through.
     "matched_rm": StudyArm(
-        5, "grpo", _learned_rm_arm("shortcut_matched", "0.05", override=False),
+        5, "grpo", _learned_rm_arm("padded_shortcut_matched", "0.05", override=False),
         "the same against an RM trained on length-matched pairs plus shortcut negatives, which passes its audit and "
         "the gate (no override): does the audit's verdict predict how long an RM holds up?",
-        requires=("shortcut_matched",),
+        requires=("padded_shortcut_matched",),
     ),
     # Arm 6: the seeds' "rewards cheer" run -- a learned sentiment RM (tone only) as the only reward.
     "sentiment": StudyArm(

@@ -15,7 +15,9 @@ Three stages, each kept on disk and reused (the RL arms that need an RM build it
    right nine times in ten) or in half (``length_matched``); ``twin_matched`` adds to length_matched's pairs two
    copies of every right training sample with its final answer made wrong (``--policy_wrong_finals``), so it has
    more than three times the pairs, all of them silent on length; ``shortcut_matched`` adds to those two shortcut
-   answers (empty, non-answer, cheerful-wrong, polished-wrong; not the probes' strings) per right sample. All are audited on the same length-matched
+   answers (empty, non-answer, cheerful-wrong, polished-wrong; not the probes' strings) per right sample, and
+   ``padded_shortcut_matched`` deals them from five kinds (plus long-winded working with a wrong number). All are
+   audited on the same length-matched
    held-out pairs (natural samples only) and probes (``trl-lab audit-rm``'s checks), and the verdict is cached
    with the RM, where the RL gate looks.
 3. ``gate.json``: what the RL trainers' gate (:func:`trl_lab.reward_models.gate.gate_reward_models`, no override)
@@ -37,6 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from trl_lab.data.gsm8k_pairs import SHORTCUT_KINDS, SHORTCUT_KINDS_V1
 from trl_lab.scripts.study_task import task_flags
 
 __all__ = ["SENTIMENT_RM", "STUDY_RMS", "build_rm", "gate_verdict", "main", "rm_dir", "rm_train_argv", "sample_argv",
@@ -49,13 +52,18 @@ CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 #: (``--policy_wrong_finals``: ~490 more pairs, length-matched by construction, where the natural pairs are ~200);
 #: ``shortcut_matched`` adds to twin_matched's pairs two shortcut answers of every right training sample
 #: (``--policy_shortcut_negatives``: empty, a non-answer, cheerful or polished prose with a wrong number), which
-#: twin_matched's audit probes showed it had never learnt to rank below a right answer.
+#: twin_matched's audit probes showed it had never learnt to rank below a right answer (the four kinds it was built
+#: with, pinned so it rebuilds as committed); ``padded_shortcut_matched`` deals from all five kinds, adding long-winded
+#: working with a wrong number, since shortcut_matched's audit still ranked a padded wrong answer above a concise
+#: right one.
 STUDY_RMS: dict[str, tuple[str, ...]] = {
     "length_biased": ("--train_chosen_longer", "0.9"),
     "length_matched": ("--train_chosen_longer", "0.5"),
     "twin_matched": ("--train_chosen_longer", "0.5", "--policy_wrong_finals", "2"),
     "shortcut_matched": ("--train_chosen_longer", "0.5", "--policy_wrong_finals", "2",
-                         "--policy_shortcut_negatives", "2"),
+                         "--policy_shortcut_negatives", "2", "--policy_shortcut_kinds", *SHORTCUT_KINDS_V1),
+    "padded_shortcut_matched": ("--train_chosen_longer", "0.5", "--policy_wrong_finals", "2",
+                                "--policy_shortcut_negatives", "2", "--policy_shortcut_kinds", *SHORTCUT_KINDS),
 }
 
 #: Arm 6's reward model: tone only (its own job, no policy samples, no gate).

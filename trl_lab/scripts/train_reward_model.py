@@ -43,9 +43,9 @@ import trl
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from trl_lab.data.gsm8k import GSM8KUnavailableError, gsm8k_solution_rows
-from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, checker_labelled_pairs, gsm8k_pair_splits, gsm8k_probe_items,
-                                      length_stats, pair_split_of, sample_by_length, shortcut_negative_pairs,
-                                      wrong_final_twin_pairs)
+from trl_lab.data.gsm8k_pairs import (REJECTED_TYPES, SHORTCUT_KINDS, checker_labelled_pairs, gsm8k_pair_splits,
+                                      gsm8k_probe_items, length_stats, pair_split_of, sample_by_length,
+                                      shortcut_negative_pairs, wrong_final_twin_pairs)
 from trl_lab.data.leakage import overlapping_questions, refuse_heldout_overlap, write_trained_questions
 from trl_lab.reward_models.gate import RewardModelAuditError, require_audit
 from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers_of
@@ -89,10 +89,16 @@ class RMScriptArguments(trl.ScriptArguments):
     )
     policy_shortcut_negatives: int = field(
         default=0,
-        metadata={"help": "Also train on each right policy sample against N (1-4) shortcut answers of distinct "
-                          "kinds -- empty, a non-answer, cheerful or polished prose with a wrong number (rejected_type "
-                          "shortcut_<kind>, none of them the audit's probe strings) -- added to the training split "
-                          "after any length sampling, like --policy_wrong_finals."},
+        metadata={"help": "Also train on each right policy sample against N shortcut answers of distinct kinds "
+                          "(--policy_shortcut_kinds) -- empty, a non-answer, cheerful or polished prose with a wrong "
+                          "number, long-winded working with a wrong number (rejected_type shortcut_<kind>, none of "
+                          "them the audit's probe strings) -- added to the training split after any length sampling, "
+                          "like --policy_wrong_finals."},
+    )
+    policy_shortcut_kinds: list[str] = field(
+        default_factory=lambda: list(SHORTCUT_KINDS),
+        metadata={"help": f"The shortcut kinds --policy_shortcut_negatives deals from, in order (default all: "
+                          f"{' '.join(SHORTCUT_KINDS)})."},
     )
     length_matched: bool = field(default=False, metadata={"help": "Sample pairs so chosen is longer in half of them."})
     solution_pairs: bool = field(
@@ -188,7 +194,7 @@ def build_pairs(script_args: RMScriptArguments, seed: int) -> tuple[dict[str, li
         sampled["train"] = sampled["train"] + twins
     if script_args.policy_shortcut_negatives:
         shortcuts = [p for p in shortcut_negative_pairs(samples, per_sample=script_args.policy_shortcut_negatives,
-                                                        seed=seed)
+                                                        kinds=script_args.policy_shortcut_kinds, seed=seed)
                      if pair_split_of(p["question"], script_args.eval_fraction) == "train"]
         stats["pairs_built"]["train_shortcut_negatives"] = len(shortcuts)
         sampled["train"] = sampled["train"] + shortcuts
