@@ -250,7 +250,7 @@ def test_shortcut_negatives_are_not_the_audit_probes_strings():
 
 def test_padded_shortcut_is_long_wrong_and_restates_the_question():
     """``padded_wrong`` is the concise-vs-verbose probe's kind of answer: long, restating the question, the look of
-    working, a wrong final number; the first four kinds draw exactly what they drew before it was added."""
+    working, a wrong final number; a subset of kinds deals only those (the committed RMs' rebuild: test_study)."""
     rng = random.Random(1)
     text = shortcut_negative("padded_wrong", "17", rng, "What is 9 + 8?")
     assert text.startswith("The question says: What is 9 + 8?") and len(text) > 600

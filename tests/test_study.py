@@ -359,7 +359,7 @@ def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path)
 @pytest.mark.parametrize("name", ["length_biased", "length_matched", "twin_matched", "shortcut_matched",
                                   "padded_shortcut_matched"])
 def test_each_study_rm_parses_into_the_pairs_it_claims(name, tmp_path):
-    from trl_lab.data.gsm8k_pairs import SHORTCUT_KINDS
+    from trl_lab.data.gsm8k_pairs import SHORTCUT_KINDS, SHORTCUT_KINDS_V1
     from trl_lab.scripts import study_rm, train_reward_model
 
     script, args, _ = train_reward_model.parse_args(study_rm.rm_train_argv(name, tmp_path))
@@ -368,15 +368,33 @@ def test_each_study_rm_parses_into_the_pairs_it_claims(name, tmp_path):
     assert script.policy_wrong_finals == (2 if name == "twin_matched" or shortcuts else 0)
     assert script.policy_shortcut_negatives == (2 if shortcuts else 0)
     # shortcut_matched stays the four kinds it was built (and committed) with; padded_ adds padded_wrong
-    assert script.policy_shortcut_kinds == {"shortcut_matched": list(SHORTCUT_KINDS[:4]),
+    assert script.policy_shortcut_kinds == {"shortcut_matched": list(SHORTCUT_KINDS_V1),
                                             "padded_shortcut_matched": list(SHORTCUT_KINDS)}.get(
                                                 name, list(SHORTCUT_KINDS))
-    assert SHORTCUT_KINDS[:4] == ("empty", "non_answer", "cheerful_wrong", "polished_wrong")
+    assert SHORTCUT_KINDS_V1 == ("empty", "non_answer", "cheerful_wrong", "polished_wrong")
     assert script.policy_samples == str(tmp_path / "rm" / "samples.jsonl") and not script.solution_pairs
     assert args.output_dir == str(tmp_path / "rm" / name)
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "study"
+
+
+@pytest.mark.parametrize("name", ["shortcut_matched", "padded_shortcut_matched"])
+def test_committed_shortcut_rms_rebuild_their_training_pairs(name, tmp_path):
+    """From the committed policy samples, each shortcut RM's recipe builds the training pairs its committed
+    rm_summary.json records, type by type (shortcut_matched still four kinds after padded_wrong was added)."""
+    import json
+    import shutil
+
+    from trl_lab.scripts import study_rm, train_reward_model
+
+    (tmp_path / "rm").mkdir()
+    shutil.copy(RESULTS / "rm" / "samples.jsonl", tmp_path / "rm" / "samples.jsonl")
+    script, args, _ = train_reward_model.parse_args(study_rm.rm_train_argv(name, tmp_path))
+    _, stats = train_reward_model.build_pairs(script, seed=args.seed)
+    committed = json.loads((RESULTS / "rm" / name / "rm_summary.json").read_text())["data"]
+    assert stats["train"]["by_type"] == committed["train"]["by_type"]
+    assert stats["pairs_built"] == committed["pairs_built"]
 
 
 @pytest.mark.parametrize("run", ["arm1_healthy/seed43", "arm4_verbosity/seed42", "arm5_flawed_rm/seed43",
