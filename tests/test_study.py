@@ -348,12 +348,46 @@ def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path)
     assert flawed["fall_step"] is None and loose["fall_step"] == 6
     table = format_leash(result).splitlines()
     assert len(table) == 4 and "healthy" not in "\n".join(table)
-    assert table[2] == "| 5 flawed_rm | 1 | 0.05 | 0.300 (0) | 0.000 | - | not audited | - / 12 |"
-    assert table[3] == "| 7 no_leash | 1 | 0 | 0.300 (0) | 0.000 | 6: 0.000, 0.050 | 0.250 (0) | 12 / 0 |"
+    assert table[2] == "| 5 flawed_rm | 1 | 0.05 | - | 0.300 (0) | 0.000 | - | not audited | - / 12 |"
+    assert table[3] == "| 7 no_leash | 1 | 0 | - | 0.300 (0) | 0.000 | 6: 0.000, 0.050 | 0.250 (0) | 12 / 0 |"
     assert format_audit(result).splitlines()[2] == \
         "| 7 no_leash | 1 | 0: 0.300 / 0.250, 6: 0.000 / 0.050, 12: 0.000 / 0.000 | 0 | 0 |"
     detector = result["stopping_rules"]["detector"]
     assert detector["audited_detections"] == 1 and detector["mean_audit_delay"] == 12.0
+
+
+def test_precision_table_pairs_step_zero_across_numerics_only_on_the_same_questions(tmp_path):
+    from trl_lab.scripts.study_summary import format_precision, summarise_study
+
+    def run(arm, seed, bf16, correct, completions, prompts=None):
+        folder = tmp_path / arm / f"seed{seed}"
+        _fake_run(folder, seed, {0: correct, 6: correct}, [0.5] * 6)
+        rows = [{"step": 0, "index": i, "prompt": (prompts or [f"q{j}" for j in range(len(correct))])[i],
+                 "completion": c, "correct": ok} for i, (c, ok) in enumerate(zip(completions, correct))]
+        (folder / "heldout" / "step_000000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "study_run.json").write_text(json.dumps({"seed": seed, "cpu_native_bf16": bf16}))
+
+    fp32 = [True] * 4 + [False] * 6
+    bf16 = [False] * 1 + [True] * 3 + [True] * 3 + [False] * 3  # 1 right only in fp32, 3 only in bf16
+    words = [f"a{i}" for i in range(10)]
+    run("arm1_healthy", 1, False, fp32, words)
+    run("arm2_random", 1, False, fp32, words)
+    run("arm7_no_leash", 1, True, bf16, words[:6] + ["b"] * 4)  # 6 answers identical to fp32's
+    run("arm1_healthy", 2, False, fp32, words)  # seed 2: another question set under bf16: not paired
+    run("arm2_random", 2, True, bf16, words, prompts=[f"other{j}" for j in range(10)])
+    run("arm1_healthy", 3, True, fp32, words)  # seed 3: bf16 only
+    result = summarise_study(tmp_path, figures=False)
+    (pair,) = result["precision"]
+    assert pair["seed"] == 1 and pair["n"] == 10 and pair["consistent"]
+    assert sorted(pair["fp32_runs"]) == ["arm1_healthy/seed1", "arm2_random/seed1"]
+    assert pair["bf16_runs"] == ["arm7_no_leash/seed1"]
+    assert pair["accuracy_fp32"] == 0.4 and pair["accuracy_bf16"] == 0.6 and pair["identical_answers"] == 6
+    assert pair["paired"]["only_before"] == 1 and pair["paired"]["only_after"] == 3
+    assert pair["paired"]["p"] == pytest.approx(2 * (1 + 4) / 2**4)
+    assert format_precision(result).splitlines()[2] == "| 1 | 2 / 1 | 0.400 | 0.600 | 6/10 | 1 / 3 | 0.62 | yes |"
+    assert json.loads((tmp_path / "study.json").read_text())["precision"][0]["identical_answers"] == 6
+    run("arm4_verbosity", 1, False, fp32, ["c"] * 10)  # an fp32 run that answers otherwise: flagged, not hidden
+    assert not summarise_study(tmp_path, figures=False)["precision"][0]["consistent"]
 
 
 @pytest.mark.parametrize("name", ["length_biased", "length_matched", "twin_matched", "shortcut_matched",

@@ -29,7 +29,7 @@ from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, serie
 from trl_lab.scripts.study import flag_value
 
 __all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "REPLAYED_DETECTORS", "arm_summary", "format_audit",
-           "format_leash", "format_tone", "is_hacked", "main", "replay_detector", "run_record", "score_stopping_rules",
+           "format_leash", "format_precision", "format_tone", "is_hacked", "main", "precision_pairs", "replay_detector", "run_record", "score_stopping_rules",
            "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
@@ -37,20 +37,26 @@ _RUN = re.compile(r"arm(\d+)_(\w+)$")
 LEASH_RM = "length_biased"
 
 
-def _answers(run: Path, step: int) -> dict[int, bool] | None:
+def _heldout_rows(run: Path, step: int) -> list[dict[str, Any]] | None:
+    """The held-out table the job wrote at ``step`` (``heldout/step_*.jsonl``), or None when it kept none."""
     table = run / "heldout" / f"step_{step:06d}.jsonl"
     if not table.is_file():
         return None
-    return {row["index"]: bool(row["correct"]) for row in map(json.loads, table.read_text().splitlines()) if row}
+    return [json.loads(line) for line in table.read_text().splitlines() if line]
+
+
+def _answers(run: Path, step: int) -> dict[int, bool] | None:
+    rows = _heldout_rows(run, step)
+    return None if rows is None else {row["index"]: bool(row["correct"]) for row in rows}
 
 
 def _tone(run: Path, step: int) -> float | None:
     """Mean VADER compound score (-1 gloomy .. +1 cheerful) of the held-out answers at ``step``: a measure of tone
     that no run trains against (arm 6's reward is a learned sentiment RM, not VADER), or None without the answers."""
-    table = run / "heldout" / f"step_{step:06d}.jsonl"
-    if not table.is_file():
+    rows = _heldout_rows(run, step)
+    if rows is None:
         return None
-    texts = [row["completion"] for row in map(json.loads, table.read_text().splitlines()) if "completion" in row]
+    texts = [row["completion"] for row in rows if "completion" in row]
     if not texts:
         return None
     return statistics.fmean(_vader()(prompts=None, completions=texts))
@@ -330,7 +336,8 @@ def summarise_study(root: str | Path, figures: bool = True,
         if figures:
             write_overlay_report(runs, [f"seed {r['seed']}" for r in records], arm_dir / "seeds.png")
             arms[name]["figure"] = str((arm_dir / "seeds.png").relative_to(root))
-    result: dict[str, Any] = {"root": str(root), "arms": arms, "stopping_rules": score_stopping_rules(arms)}
+    result: dict[str, Any] = {"root": str(root), "arms": arms, "stopping_rules": score_stopping_rules(arms),
+                              "precision": precision_pairs(root, arms)}
     if headline:
         write_headline(headline, root / "headline.png")  # type: ignore[arg-type]
         result["headline"] = {"png": "headline.png", "runs": [{"title": t, "run": r} for t, r in headline]}
@@ -455,8 +462,9 @@ def format_leash(result: dict[str, Any]) -> str:
     """Arm 7's question, per run against :data:`LEASH_RM` (``flawed_rm`` at beta 0.05 and the arm-7 runs): where
     held-out accuracy peaks and the KL there, the first evaluation that lost significantly against step 0 and the KL
     there, the audit's peak, and the detector's stop."""
-    lines = ["| arm | seed | beta | held-out peak (step) | KL at the peak | first significant fall (step: acc, KL) | "
-             "audit peak (step) | detector stop / restored |", "| --- | ---: | ---: | --- | ---: | --- | --- | --- |"]
+    lines = ["| arm | seed | beta | numerics | held-out peak (step) | KL at the peak | first significant fall (step: acc, "
+             "KL) | audit peak (step) | detector stop / restored |",
+             "| --- | ---: | ---: | --- | --- | ---: | --- | --- | --- |"]
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
         for r in arm["runs"]:
@@ -470,9 +478,71 @@ def format_leash(result: dict[str, Any]) -> str:
                      f"{r['audit'][r['audit_peak_step']]:.3f} ({r['audit_peak_step']})")
             det = r["stopping_rules"]["detector"]
             beta = "" if r["beta"] is None else format(r["beta"], "g")
-            lines.append(f"| {arm['number']} {name} | {r['seed']} | {beta} | {r['accuracy_best']:.3f} "
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {beta} | {_numerics(r)} | {r['accuracy_best']:.3f} "
                          f"({r['best_step']}) | {fmt(r['kl'][i])} | {fell} | {audit} | "
                          f"{'-' if det['stop'] is None else det['stop']} / {det['kept']} |")
+    return "\n".join(lines)
+
+
+def _numerics(record: dict[str, Any]) -> str:
+    """How the run computed: ``bf16`` where the CPU ran bf16 natively (the demo config's ``cpu_bf16``), else ``fp32``."""
+    flag = record.get("cpu_native_bf16")
+    return "-" if flag is None else ("bf16" if flag else "fp32")
+
+
+def _answer_rows(run: Path, step: int) -> dict[int, tuple[str, str | None, bool]] | None:
+    """Held-out answers at ``step`` by item index: (prompt, completion, correct), or None without the table."""
+    rows = _heldout_rows(run, step)
+    if rows is None:
+        return None
+    return {r["index"]: (json.dumps(r.get("prompt")), r.get("completion"), bool(r["correct"])) for r in rows}
+
+
+def precision_pairs(root: str | Path, arms: dict[str, Any]) -> list[dict[str, Any]]:
+    """Step 0 is the base model on the seed's held-out set: the same for every run of a seed, except for the
+    numerics. Per seed with complete step-0 answers under both (``cpu_native_bf16`` true and false), compare them:
+    accuracy under each, how many answers are identical, and the exact McNemar test (``only_before``: right in fp32
+    only, ``only_after``: right in bf16 only). ``consistent`` says whether the runs of one numerics agree with each
+    other answer for answer (greedy decoding is deterministic: they should). Cross-run comparisons at a seed are
+    paired item by item only between runs of the same numerics."""
+    root = Path(root)
+    by_seed: dict[int, dict[str, list[tuple[str, dict]]]] = {}
+    for arm in arms.values():
+        for r in arm["runs"]:
+            if r.get("cpu_native_bf16") is None or not r["steps"] or r["steps"][0] != 0:
+                continue
+            rows = _answer_rows(root / r["run"], 0)
+            if rows is None or len(rows) != r["heldout_n"]:
+                continue  # only the first answers kept: nothing to pair
+            by_seed.setdefault(r["seed"], {}).setdefault(_numerics(r), []).append((r["run"], rows))
+    out = []
+    for seed, groups in sorted(by_seed.items()):
+        if set(groups) != {"bf16", "fp32"}:
+            continue
+        (fp32_run, fp32), (bf16_run, bf16) = groups["fp32"][0], groups["bf16"][0]
+        if {i: row[0] for i, row in fp32.items()} != {i: row[0] for i, row in bf16.items()}:
+            continue  # not the same questions
+        items = sorted(fp32)
+        out.append({
+            "seed": seed, "n": len(items),
+            "fp32_runs": [run for run, _ in groups["fp32"]], "bf16_runs": [run for run, _ in groups["bf16"]],
+            "accuracy_fp32": sum(fp32[i][2] for i in items) / len(items),
+            "accuracy_bf16": sum(bf16[i][2] for i in items) / len(items),
+            "identical_answers": sum(fp32[i][1] == bf16[i][1] for i in items),
+            "consistent": all(rows == ref for ref, g in ((fp32, groups["fp32"]), (bf16, groups["bf16"]))
+                              for _, rows in g[1:]),
+            "paired": mcnemar_exact([fp32[i][2] for i in items], [bf16[i][2] for i in items])})
+    return out
+
+
+def format_precision(result: dict[str, Any]) -> str:
+    """Per seed run under both numerics: the base model's held-out accuracy (step 0) in fp32 and in bf16."""
+    lines = ["| seed | runs fp32 / bf16 | step-0 accuracy fp32 | bf16 | identical answers | right only in fp32 / "
+             "only in bf16 | p | runs of one numerics agree |", "| ---: | --- | ---: | ---: | ---: | --- | ---: | --- |"]
+    for p in result.get("precision", []):
+        lines.append(f"| {p['seed']} | {len(p['fp32_runs'])} / {len(p['bf16_runs'])} | {p['accuracy_fp32']:.3f} | "
+                     f"{p['accuracy_bf16']:.3f} | {p['identical_answers']}/{p['n']} | {p['paired']['only_before']} / "
+                     f"{p['paired']['only_after']} | {p['paired']['p']:.2f} | {'yes' if p['consistent'] else 'no'} |")
     return "\n".join(lines)
 
 
@@ -525,6 +595,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_audit(result))
     print()
     print(format_tone(result))
+    print()
+    print(format_precision(result))
     return result
 
 
