@@ -50,6 +50,7 @@ def test_random_arm_smallest_run_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert record["job_argv"] == study.arm_argv("random", 5, tmp_path,
                                                 ("--model_name_or_path", str(tiny_model_dir), *TINY))
     assert isinstance(record["cpu_native_bf16"], bool) and record["peak_rss_gb"] > 0
+    assert record["bf16"] is trainer.args.bf16  # what the run used, not only what the CPU could do
 
     # The truth, scored by the runner once training ended: the base model and both adapters (every held-out step
     # saved one), on audit questions the run never saw.
@@ -376,8 +377,12 @@ def test_precision_table_pairs_step_zero_across_numerics_only_on_the_same_questi
     run("arm1_healthy", 2, False, fp32, words)  # seed 2: another question set under bf16: not paired
     run("arm2_random", 2, True, bf16, words, prompts=[f"other{j}" for j in range(10)])
     run("arm1_healthy", 3, True, fp32, words)  # seed 3: bf16 only
+    run("arm2_random", 3, False, fp32, words)  # ... but for this run, made with bf16 turned off on a bf16 CPU
+    meta = tmp_path / "arm2_random" / "seed3" / "study_run.json"
+    meta.write_text(json.dumps({"seed": 3, "cpu_native_bf16": True, "bf16": False}))
     result = summarise_study(tmp_path, figures=False)
-    (pair,) = result["precision"]
+    pair, three = result["precision"]
+    assert three["seed"] == 3 and three["fp32_runs"] == ["arm2_random/seed3"] and three["identical_answers"] == 10
     assert pair["seed"] == 1 and pair["n"] == 10 and pair["consistent"]
     assert sorted(pair["fp32_runs"]) == ["arm1_healthy/seed1", "arm2_random/seed1"]
     assert pair["bf16_runs"] == ["arm7_no_leash/seed1"]

@@ -219,7 +219,10 @@ def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extr
             "arm": arm, "number": ARMS[arm].number, "seed": seed, "shows": ARMS[arm].shows,
             "command": "python -m trl_lab.scripts.study " + shlex.join(["--arm", arm, "--seed", str(seed),
                                                                          "--audit_size", str(audit_size), *extra]),
-            "job_argv": argv, **({"rm_gate": gates} if gates else {}), "steps": trainer.state.global_step, "wall_s": round(time.monotonic() - start, 1),
+            "job_argv": argv, **({"rm_gate": gates} if gates else {}), "steps": trainer.state.global_step,
+            "wall_s": round(time.monotonic() - start, 1),
+            # the numerics the run used (cpu_bf16 resolves per machine, and a flag can turn it off)
+            "bf16": bool(trainer.args.bf16), "generation_dtype": getattr(trainer.args, "generation_dtype", None),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             **_versions(),
         }

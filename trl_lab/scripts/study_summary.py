@@ -141,6 +141,8 @@ def run_record(run: Path) -> dict[str, Any]:
         "goodhart_triggered_step": goodhart.get("triggered_step"),
         "health_warnings": [f"{w['signal']}@{w['step']}" for w in (goodhart.get("health") or {}).get("warnings", [])],
         "cpu_native_bf16": meta.get("cpu_native_bf16"), "wall_s": meta.get("wall_s"),
+        # runs recorded before the effective setting was: the demo config's cpu_bf16 made bf16 = native bf16
+        "bf16": meta["bf16"] if "bf16" in meta else meta.get("cpu_native_bf16"),
         "beta": None if (beta := flag_value(argv, "--beta")) is None else float(beta),
         "against_leash_rm": any(LEASH_RM in flag for flag in argv if "learned_rm" in flag),
         "kl": [_at(entries, "heldout/kl_to_ref", s) for s in steps],
@@ -415,7 +417,7 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{fmt(r['mean_length_final'], '.1f')} | {fmt(r['kl_to_ref_final'])} | "
                 f"{r['goodhart_triggered_step'] if r['goodhart_triggered_step'] is not None else '-'} | "
                 f"{', '.join(r['health_warnings']) or '-'} | "
-                f"{'' if r['cpu_native_bf16'] is None else ('yes' if r['cpu_native_bf16'] else 'no')} |")
+                f"{'' if r['bf16'] is None else ('yes' if r['bf16'] else 'no')} |")
         lines.append(f"| **{name}: mean of {len(arm['runs'])}** | | | | | gain {arm['gain_final_mean']:+.3f} "
                      f"({arm['gain_final_min']:+.3f} .. {arm['gain_final_max']:+.3f}); "
                      f"{arm['significant_gains']}/{arm['paired_tests']} significant gains, "
@@ -485,8 +487,9 @@ def format_leash(result: dict[str, Any]) -> str:
 
 
 def _numerics(record: dict[str, Any]) -> str:
-    """How the run computed: ``bf16`` where the CPU ran bf16 natively (the demo config's ``cpu_bf16``), else ``fp32``."""
-    flag = record.get("cpu_native_bf16")
+    """How the run computed: ``bf16`` (autocast and a bf16 sampler: the demo config's ``cpu_bf16`` on a CPU with
+    native bf16) or ``fp32``; ``-`` when the run did not record it."""
+    flag = record.get("bf16")
     return "-" if flag is None else ("bf16" if flag else "fp32")
 
 
@@ -500,7 +503,7 @@ def _answer_rows(run: Path, step: int) -> dict[int, tuple[str, str | None, bool]
 
 def precision_pairs(root: str | Path, arms: dict[str, Any]) -> list[dict[str, Any]]:
     """Step 0 is the base model on the seed's held-out set: the same for every run of a seed, except for the
-    numerics. Per seed with complete step-0 answers under both (``cpu_native_bf16`` true and false), compare them:
+    numerics. Per seed with complete step-0 answers under both (``bf16`` true and false), compare them:
     accuracy under each, how many answers are identical, and the exact McNemar test (``only_before``: right in fp32
     only, ``only_after``: right in bf16 only). ``consistent`` says whether the runs of one numerics agree with each
     other answer for answer (greedy decoding is deterministic: they should). Cross-run comparisons at a seed are
@@ -509,7 +512,7 @@ def precision_pairs(root: str | Path, arms: dict[str, Any]) -> list[dict[str, An
     by_seed: dict[int, dict[str, list[tuple[str, dict]]]] = {}
     for arm in arms.values():
         for r in arm["runs"]:
-            if r.get("cpu_native_bf16") is None or not r["steps"] or r["steps"][0] != 0:
+            if r.get("bf16") is None or not r["steps"] or r["steps"][0] != 0:
                 continue
             rows = _answer_rows(root / r["run"], 0)
             if rows is None or len(rows) != r["heldout_n"]:
