@@ -13,13 +13,7 @@ WHEELS=(trl==1.16.0 transformers==5.24.0 peft==0.21.2 datasets==5.2.0 dill==0.4.
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
   grep -qx "/.whl/" .git/info/exclude 2>/dev/null || echo "/.whl/" >> .git/info/exclude
-  mkdir -p .whl
-  for w in "${WHEELS[@]}"; do
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
-      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl "$w"
-  done
-  du -sh .whl
+  bash bench/fetch_device_wheels.sh .whl "${WHEELS[@]}"
   exit 0
 fi
 

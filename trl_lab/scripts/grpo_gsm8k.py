@@ -66,7 +66,8 @@ class GSM8KScriptArguments(trl.ScriptArguments):
     )
     dataset_task: str | None = field(
         default=None,
-        metadata={"help": "For dataset_source=reasoning_gym: a numeric reasoning-gym task, e.g. chain_sum."},
+        metadata={"help": "For dataset_source=reasoning_gym: a numeric reasoning-gym task, e.g. chain_sum ('none' "
+                  "unsets a task the YAML config set, to read another source)."},
     )
     dataset_task_config: str | None = field(
         default=None,
@@ -165,6 +166,8 @@ class GSM8KScriptArguments(trl.ScriptArguments):
             if value is not None and value < least:
                 raise ValueError(f"{key} must be >= {least}" + (" (0 turns the held-out evaluation off)"
                                                                 if key == "heldout_size" else "") + f", got {value}")
+        if isinstance(self.dataset_task, str) and self.dataset_task.lower() == "none":
+            self.dataset_task = None  # the command line's way to unset the YAML's task
         if isinstance(self.dataset_task_config, str):  # a JSON string on the command line; a mapping in YAML
             try:
                 self.dataset_task_config = json.loads(self.dataset_task_config)

@@ -5,6 +5,7 @@
     python -m trl_lab.scripts.study --arm random --seed 42 --dry_run             # print the job's command only
     python -m trl_lab.scripts.study --arm healthy --seed 1 --max_steps 4         # any job flag overrides the arm's
     python -m trl_lab.scripts.study --arm flawed_rm --seed 43 --audit_size 0     # skip the audit after the run
+    python -m trl_lab.scripts.study --arm healthy --seed 1 --task_dir DIR        # the task from an export (no reasoning-gym)
 
 Every arm is the GSM8K job (:mod:`trl_lab.scripts.grpo_gsm8k`, or its PPO twin) on the study's task -- reasoning-gym
 ``basic_arithmetic`` with two one-digit terms, the rung of the task ladder where the embedded SmolLM2-135M scores
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trl_lab.scripts.study_task import STUDY_FLAGS
+from trl_lab.scripts.study_task import STUDY_FLAGS, TASK_FLAGS, local_task_flags
 
 __all__ = ["ARMS", "SAVE_STEPS", "STUDY_FLAGS", "StudyArm", "arm_argv", "audit_steps", "flag_value", "main", "run_arm", "save_steps"]
 
@@ -164,13 +165,20 @@ def save_steps(flags: list[str] | tuple[str, ...]) -> int:
     return SAVE_STEPS if eval_steps % SAVE_STEPS == 0 else eval_steps
 
 
-def arm_argv(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = ()) -> list[str]:
-    """The job flags of ``arm`` at ``seed``: config, the shared flags, the arm's, then ``extra`` (which win)."""
+def arm_argv(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = (),
+             task_dir: str | Path | None = None) -> list[str]:
+    """The job flags of ``arm`` at ``seed``: config, the shared flags, the arm's, then ``extra`` (which win).
+    ``task_dir``: read the task from an export (:func:`trl_lab.scripts.study_task.export_task`) instead of the
+    generator."""
     if arm not in ARMS:
         raise ValueError(f"study: unknown arm {arm!r}; the arms are {sorted(ARMS)}")
     spec = ARMS[arm]
     rm_root = str(Path(output_root) / "rm")
-    flags = [*STUDY_FLAGS, *(f.replace("{seed}", str(seed)).replace("{rm_root}", rm_root) for f in spec.flags)]
+    shared = list(STUDY_FLAGS)
+    if task_dir is not None:
+        pairs = [(f, v) for f, v in zip(shared[::2], shared[1::2]) if f not in TASK_FLAGS]
+        shared = [*local_task_flags(task_dir), *(x for pair in pairs for x in pair)]
+    flags = [*shared, *(f.replace("{seed}", str(seed)).replace("{rm_root}", rm_root) for f in spec.flags)]
     return ["--config", str(spec.config), *flags,
             "--seed", str(seed), "--output_dir", str(run_dir(arm, seed, output_root)),
             "--save_strategy", "steps", "--save_steps", str(save_steps([*flags, *extra])), "--save_only_model", "true",
@@ -197,14 +205,14 @@ def audit_steps(trainer: Any) -> list[int]:
 
 
 def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extra: tuple[str, ...] = (),
-            audit_size: int = 0, audit_batch_size: int = 16) -> Any:
+            audit_size: int = 0, audit_batch_size: int = 16, task_dir: str | Path | None = None) -> Any:
     """Run one arm at one seed in this process, then (``audit_size`` > 0) audit it at :func:`audit_steps`; returns
     the trainer (``end_job`` it when done)."""
     from trl_lab.grpo import GRPOConfig, GRPOTrainer
     from trl_lab.ppo import PPOConfig, PPOTrainer
     from trl_lab.scripts.grpo_gsm8k import run_gsm8k_job
 
-    argv = arm_argv(arm, seed, output_root, extra)
+    argv = arm_argv(arm, seed, output_root, extra, task_dir)
     gates = {}
     if ARMS[arm].requires:
         from trl_lab.scripts.study_rm import build_rm
@@ -217,8 +225,9 @@ def run_arm(arm: str, seed: int, output_root: str | Path = "outputs/study", extr
     if trainer.accelerator.is_main_process:
         record = {
             "arm": arm, "number": ARMS[arm].number, "seed": seed, "shows": ARMS[arm].shows,
-            "command": "python -m trl_lab.scripts.study " + shlex.join(["--arm", arm, "--seed", str(seed),
-                                                                         "--audit_size", str(audit_size), *extra]),
+            "command": "python -m trl_lab.scripts.study " + shlex.join(
+                ["--arm", arm, "--seed", str(seed), "--audit_size", str(audit_size),
+                 *(["--task_dir", str(task_dir)] if task_dir is not None else []), *extra]),
             "job_argv": argv, **({"rm_gate": gates} if gates else {}), "steps": trainer.state.global_step,
             "wall_s": round(time.monotonic() - start, 1),
             # the numerics the run used (cpu_bf16 resolves per machine, and a flag can turn it off)
@@ -244,6 +253,9 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--audit_size", type=int, default=256,
                         help="audit questions scored after the run at step 0 and each held-out step (0: no audit)")
     parser.add_argument("--audit_batch_size", type=int, default=16)
+    parser.add_argument("--task_dir", default=None,
+                        help="read the task from this export (python -m trl_lab.scripts.study_task --export DIR) "
+                             "instead of reasoning-gym, e.g. on a machine without it")
     parser.add_argument("--dry_run", action="store_true", help="print the job command and stop")
     parser.add_argument("--list", action="store_true", help="list the arms and stop")
     args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -257,9 +269,10 @@ def main(argv: list[str] | None = None) -> Any:
     if args.dry_run:
         job = "ppo_gsm8k" if ARMS[args.arm].job == "ppo" else "grpo_gsm8k"
         print(f"python -m trl_lab.scripts.{job} " + shlex.join(arm_argv(args.arm, args.seed, args.output_root,
-                                                                            tuple(extra))))
+                                                                            tuple(extra), args.task_dir)))
         return None
-    return run_arm(args.arm, args.seed, args.output_root, tuple(extra), args.audit_size, args.audit_batch_size)
+    return run_arm(args.arm, args.seed, args.output_root, tuple(extra), args.audit_size, args.audit_batch_size,
+                   args.task_dir)
 
 
 if __name__ == "__main__":
