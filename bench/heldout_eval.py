@@ -73,6 +73,12 @@ def main() -> None:
     parser.add_argument("--heldout-size", type=int, default=500, help="held-out size for the training share")
     parser.add_argument("--kl-items", type=int, default=64, help="items the KL monitor measures (heldout_kl_items)")
     parser.add_argument("--cpu-bf16", action="store_true", help="cpu_bf16: true, as the CPU demo config")
+    parser.add_argument("--kl-precision", choices=["fp32", "bf16"], default="fp32",
+                        help="also time the KL monitor's passes in this precision (heldout_kl_precision) and use it "
+                             "for the training share")
+    parser.add_argument("--random-adapter", action="store_true",
+                        help="draw the LoRA B matrices at random (N(0, 0.01^2), as bench/rollout.py) so the policy "
+                             "differs from its reference: the KL is then > 0 and fp32 vs bf16 KL can be compared")
     args = parser.parse_args()
 
     import torch
@@ -107,13 +113,24 @@ def main() -> None:
     )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = GRPOTrainer(model=model_path, args=config, train_dataset=train, peft_config=lora)
-    def make_callback(kl_to_ref: bool) -> HeldOutAccuracyCallback:
+    if args.random_adapter:
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.01)
+
+    def make_callback(kl_to_ref: bool, kl_precision: str = "fp32") -> HeldOutAccuracyCallback:
         return HeldOutAccuracyCallback(
             data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, eval_on_train_begin=False,
-            eval_on_last_step=False, eval_steps=10**9, metrics_log=False, show_progress=False, kl_to_ref=kl_to_ref, entropy=kl_to_ref,
+            eval_on_last_step=False, eval_steps=10**9, metrics_log=False, show_progress=False, kl_to_ref=kl_to_ref,
+            entropy=kl_to_ref, kl_precision=kl_precision,
         ).bind(trainer)
 
     callback, callback_kl = make_callback(False), make_callback(True)
+    callbacks = {"callback": callback, "callback+kl": callback_kl}
+    if args.kl_precision != "fp32":
+        callbacks[f"callback+kl_{args.kl_precision}"] = make_callback(True, args.kl_precision)
     model, tokenizer = trainer.model, trainer.processing_class
     prompts = list(data["prompt"])
     print(f"{model_name}, {args.items} held-out items ({data_name}), batch {args.batch_size}, "
@@ -126,20 +143,20 @@ def main() -> None:
     warm.bind(trainer).evaluate()
     trainer.remove_callback(warm)
 
-    times: dict[str, list[float]] = {"callback": [], "plain": [], "callback+kl": []}
+    times: dict[str, list[float]] = {name: [] for name in [*callbacks, "plain"]}
+    results: dict[str, dict[str, float]] = {}
     for r in range(args.repeats):
         order = list(times) if r % 2 == 0 else list(reversed(times))
         for name in order:
             t0 = time.perf_counter()
-            if name == "callback":
-                metrics = callback.evaluate()
-            elif name == "callback+kl":
-                kl_metrics = callback_kl.evaluate()
+            if name in callbacks:
+                results[name] = callbacks[name].evaluate()
             else:
                 plain_texts = plain_generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
             times[name].append(time.perf_counter() - t0)
             print(f"repeat {r + 1}/{args.repeats} {name:8s} {times[name][-1]:7.2f}s "
                   f"({args.items / times[name][-1]:.2f} items/s)", flush=True)
+    metrics, kl_metrics = results["callback"], results["callback+kl"]
 
     same = sum(a == b for a, b in zip(plain_texts, callback.last_completions))
     print(f"callback and plain greedy completions agree on {same}/{len(prompts)} items", flush=True)
@@ -160,7 +177,8 @@ def main() -> None:
     step = statistics.median(step_times[1:]) if len(step_times) > 1 else step_times[0]
 
     cb_s, plain_s = statistics.median(times["callback"]), statistics.median(times["plain"])
-    kl_s = statistics.median(times["callback+kl"])
+    kl_name = "callback+kl" if args.kl_precision == "fp32" else f"callback+kl_{args.kl_precision}"
+    kl_s = statistics.median(times[kl_name])
     cb_rate, plain_rate = args.items / cb_s, args.items / plain_s
     # The default evaluation: every item generated and scored, the KL monitor on its first `kl_items` items.
     eval_full = args.heldout_size * cb_s / args.items + min(args.heldout_size, args.kl_items) * (kl_s - cb_s) / args.items
@@ -169,17 +187,27 @@ def main() -> None:
     print(f"{'':10s} {'median s':>9s} {'items/s':>8s}")
     print(f"{'callback':10s} {cb_s:9.2f} {cb_rate:8.2f}")
     print(f"{'plain':10s} {plain_s:9.2f} {plain_rate:8.2f}")
-    print(f"{'+kl_to_ref':10s} {kl_s:9.2f} {args.items / kl_s:8.2f}")
+    for name in (n for n in times if n.startswith("callback+kl")):
+        med = statistics.median(times[name])
+        print(f"{'+' + name[len('callback+'):]:10s} {med:9.2f} {args.items / med:8.2f}")
     print(f"throughput ratio callback / plain: {cb_rate / plain_rate:.3f}  (goal >= 0.95; KL monitor off)")
-    print(f"heldout/kl_to_ref adds {kl_s / cb_s - 1:+.1%} to an evaluation "
-          f"(kl_to_ref {kl_metrics['heldout/kl_to_ref']:.4f}; 0 expected: fresh LoRA adapter = reference)")
+    for name in (n for n in times if n.startswith("callback+kl")):
+        kl, h = results[name]["heldout/kl_to_ref"], results[name]["heldout/entropy"]
+        print(f"heldout/{name[len('callback+'):]} adds {statistics.median(times[name]) / cb_s - 1:+.1%} to an "
+              f"evaluation (kl_to_ref {kl:.6f}, entropy {h:.4f}" + (")" if args.random_adapter else
+                                                                     "; KL 0 expected: fresh LoRA adapter = reference)"))
+    if args.kl_precision != "fp32":
+        fp32_kl, low_kl = kl_metrics["heldout/kl_to_ref"], results[kl_name]["heldout/kl_to_ref"]
+        print(f"KL {args.kl_precision} - fp32: {low_kl - fp32_kl:+.2e} nats per token"
+              + (f" ({(low_kl - fp32_kl) / fp32_kl:+.2%} of the fp32 KL)" if fp32_kl > 0 else ""))
     print(f"last held-out accuracy {metrics['heldout/accuracy']:.3f} ± {metrics['heldout/accuracy_stderr']:.3f}, "
           f"mean length {metrics['heldout/mean_length']:.1f} tokens")
     print(f"GRPO step (batch 8 x 4 generations, {args.max_new_tokens} new tokens, LoRA r16): median {step:.2f}s "
           f"over {max(1, len(step_times) - 1)} step(s)")
     print(f"bf16 {config.bf16}, generation_dtype {config.generation_dtype}, sampler "
           f"{type(trainer.sampler).__name__ if trainer.sampler else None}")
-    print(f"held-out eval of {args.heldout_size} items (KL on {min(args.heldout_size, args.kl_items)}) every "
+    print(f"held-out eval of {args.heldout_size} items (KL on {min(args.heldout_size, args.kl_items)}, "
+          f"{args.kl_precision}) every "
           f"{args.eval_steps} steps: {eval_full:.1f}s per eval vs "
           f"{args.eval_steps * step:.1f}s of training -> eval is {share:.1%} of wall time "
           f"({eval_full / step:.1f} GRPO steps' worth per eval)")

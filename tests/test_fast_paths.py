@@ -184,3 +184,15 @@ def test_scoring_only_labelled_positions_on_cpu_gives_the_same_log_probs_and_gra
     for a, b in zip(reference, compact):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
     assert chunked_logprob._use_triton(torch.device("cpu")) is False  # the kernel itself stays torch on CPU
+
+
+def test_cpu_description_reads_the_model_name_and_the_amx_flag(monkeypatch, tmp_path):
+    import trl_lab.cpu_tuning as cpu_tuning
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n")
+    real_path = cpu_tuning.Path
+    monkeypatch.setattr(cpu_tuning, "Path", lambda p: real_path(info) if p == "/proc/cpuinfo" else real_path(p))
+    assert cpu_tuning.cpu_description() == {"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_amx_bf16": True}
+    info.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert cpu_tuning.cpu_description() == {"cpu_model": "AMD EPYC", "cpu_amx_bf16": False}

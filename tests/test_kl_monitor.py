@@ -189,3 +189,37 @@ def test_kl_items_measures_the_first_items_only_and_equals_their_kl(tmp_path, ti
     assert measured == [2, 2] and kl_some == pytest.approx(kl_two, rel=1e-5) and kl_some > 0
     with pytest.raises(ValueError, match="kl_items must be a positive integer"):
         HeldOutAccuracyCallback(questions(2), kl_items=0)
+
+
+def test_kl_precision_bf16_runs_the_passes_under_autocast_within_tolerance(tmp_path, tiny_model_dir, monkeypatch):
+    """``kl_precision="bf16"``: both teacher-forced passes under bf16 autocast (seen inside the model's linear
+    layers), a KL close to the fp32 one; ``"train"`` follows ``args.bf16``; a bad value is refused by name."""
+    trainer = rl_trainer(tmp_path, tiny_model_dir, 0.04)
+    trainer.train()  # the policy has moved: KL > 0
+    import trl_lab.callbacks.kl_monitor as kl_monitor
+
+    seen = []
+    real = kl_monitor.token_kl_entropy
+    monkeypatch.setattr(kl_monitor, "token_kl_entropy", lambda *a, **k: seen.append(
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16) or real(*a, **k))
+    kls = {}
+    for precision in ("fp32", "bf16", "train"):
+        cb = HeldOutAccuracyCallback(questions(6), max_new_tokens=8, batch_size=4, kl_precision=precision).bind(trainer)
+        kls[precision] = cb.evaluate()["heldout/kl_to_ref"]
+    assert seen == [False, True, bool(trainer.args.bf16)]
+    assert kls["fp32"] > 1e-3
+    # tiny random model, bf16 rounding of every layer: within 20% of the fp32 KL (SmolLM2-135M: ~1e-3 nats absolute)
+    assert kls["bf16"] == pytest.approx(kls["fp32"], rel=0.2)
+    assert kls["train"] == pytest.approx(kls["bf16" if trainer.args.bf16 else "fp32"], rel=1e-6)
+    with pytest.raises(ValueError, match="kl_precision must be one of"):
+        HeldOutAccuracyCallback(questions(2), kl_precision="fp16")
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_kl_precision_train_follows_the_trainers_bf16(model, bf16):
+    from types import SimpleNamespace
+
+    cb = HeldOutAccuracyCallback(questions(2), kl_precision="train")
+    cb.trainer = SimpleNamespace(args=SimpleNamespace(bf16=bf16))
+    with cb._kl_autocast(model):
+        assert torch.is_autocast_enabled("cpu") is bf16

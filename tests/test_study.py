@@ -50,6 +50,7 @@ def test_random_arm_smallest_run_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert record["job_argv"] == study.arm_argv("random", 5, tmp_path,
                                                 ("--model_name_or_path", str(tiny_model_dir), *TINY))
     assert isinstance(record["cpu_native_bf16"], bool) and record["peak_rss_gb"] > 0
+    assert "cpu_model" in record and record["cpu_amx_bf16"] in (True, False, None)
     assert record["bf16"] is trainer.args.bf16  # what the run used, not only what the CPU could do
 
     # The truth, scored by the runner once training ended: the base model and both adapters (every held-out step
@@ -391,6 +392,16 @@ def test_precision_table_pairs_step_zero_across_numerics_only_on_the_same_questi
     assert pair["paired"]["p"] == pytest.approx(2 * (1 + 4) / 2**4)
     assert format_precision(result).splitlines()[2] == "| 1 | 2 / 1 | 0.400 | 0.600 | 6/10 | 1 / 3 | 0.62 | yes |"
     assert json.loads((tmp_path / "study.json").read_text())["precision"][0]["identical_answers"] == 6
+    # a bf16 run on an AMX CPU answers otherwise: a numerics of its own, neither paired nor breaking bf16's agreement
+    run("arm6_sentiment", 1, True, fp32, ["d"] * 10)
+    meta = tmp_path / "arm6_sentiment" / "seed1" / "study_run.json"
+    meta.write_text(json.dumps({"seed": 1, "cpu_native_bf16": True, "bf16": True, "cpu_amx_bf16": True}))
+    again = summarise_study(tmp_path, figures=False)
+    assert again["precision"][0]["bf16_runs"] == ["arm7_no_leash/seed1"] and again["precision"][0]["consistent"]
+    from trl_lab.scripts.study_summary import _numerics
+
+    amx = [r for r in again["arms"]["sentiment"]["runs"] if r["seed"] == 1]
+    assert [_numerics(r) for r in amx] == ["bf16-amx"]
     run("arm4_verbosity", 1, False, fp32, ["c"] * 10)  # an fp32 run that answers otherwise: flagged, not hidden
     assert not summarise_study(tmp_path, figures=False)["precision"][0]["consistent"]
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -113,6 +114,23 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def cpu_description() -> dict[str, object]:
+    """What this CPU is, for a run's record: its model name and whether it has AMX bf16 tiles (``amx_bf16``).
+
+    Runs that compute in bf16 on CPUs with and without AMX use different oneDNN kernels, so their greedy answers
+    differ as fp32 and bf16 ones do (docs/results/study, Numerics). Linux's ``/proc/cpuinfo``; elsewhere the
+    platform's processor string and ``None`` for AMX."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu_model": platform.processor() or None, "cpu_amx_bf16": None}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"cpu_model": model, "cpu_amx_bf16": "amx_bf16" in flags}
 
 
 def tune_cpu(*, token_tile: int = CPU_TOKEN_TILE, vocab_tile: int = CPU_VOCAB_TILE) -> CpuTuning:

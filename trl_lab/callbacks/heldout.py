@@ -201,6 +201,10 @@ def _binomial_stderr(p: float, n: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------ callback
+#: The numerics of the KL monitor's passes (``HeldOutAccuracyCallback(kl_precision=...)``).
+KL_PRECISIONS = ("fp32", "bf16", "train")
+
+
 class HeldOutAccuracyCallback(TrainerCallback):
     """Greedy held-out accuracy at step 0 and every ``eval_steps`` steps, logged through the trainer.
 
@@ -224,6 +228,11 @@ class HeldOutAccuracyCallback(TrainerCallback):
         kl_items: measure ``kl_to_ref`` and ``entropy`` on the first this-many items only (None: all). The KL is a per-token mean,
             so a few dozen answers give it tightly while accuracy needs hundreds; each item costs two
             teacher-forced passes (policy and reference), about as much as generating it on a CPU.
+        kl_precision: the numerics of those two passes: ``"fp32"`` (the model as it is: the exact measurement),
+            ``"bf16"`` (under ``torch.autocast`` bf16; the softmax stays fp32) or ``"train"`` (bf16 when the trainer
+            trains in bf16, ``args.bf16``, else fp32). Under bf16 both passes round alike, so a fresh adapter still
+            measures KL 0; on SmolLM2-135M the per-token KL moves by about 1e-3 nats
+            (``docs/results/cpu_step_speed``), against the 0.01-0.5 a run's KL spans.
         merge_adapter: generate with the LoRA adapter merged (same tokens, faster; :mod:`trl_lab.merged_adapter`;
             skipped where it would not be exact). A trainer with a low-precision rollout copy
             (``generation_dtype``, e.g. ``cpu_bf16``) decodes the held-out answers with that copy instead.
@@ -253,6 +262,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
         kl_to_ref: bool = True,
         entropy: bool = True,
         kl_items: int | None = None,
+        kl_precision: str = "fp32",
         generation: str = "auto",
         merge_adapter: bool = True,
         batch_size: int = 16,
@@ -291,6 +301,9 @@ class HeldOutAccuracyCallback(TrainerCallback):
         self.kl_to_ref = kl_to_ref
         self.entropy = entropy
         self.kl_items = kl_items
+        if kl_precision not in KL_PRECISIONS:
+            raise ValueError(f"held-out kl_precision must be one of {KL_PRECISIONS}, got {kl_precision!r}")
+        self.kl_precision = kl_precision
         if generation not in ("auto", "transformers", "vllm"):
             raise ValueError(f"held-out generation must be 'auto', 'transformers' or 'vllm', got {generation!r}")
         self.generation = generation
@@ -504,6 +517,14 @@ class HeldOutAccuracyCallback(TrainerCallback):
             raise ValueError("held-out generation='vllm' but the trainer has no TRL vLLM engine (set use_vllm=True)")
         return available and self.generation != "transformers"
 
+    def _kl_autocast(self, model: Any) -> Any:
+        """The autocast context of the KL monitor's passes (``kl_precision``); a null context for fp32."""
+        args = getattr(self.trainer, "args", None)
+        bf16 = self.kl_precision == "bf16" or (self.kl_precision == "train" and bool(getattr(args, "bf16", False)))
+        if not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
+
     def _token_stats(self, model: Any, tokenizer: Any, indices: list[int], ids: list[list[int]],
                      step: int) -> list[tuple[float | None, float, int] | None]:
         """Per item of ``indices``: (KL sum or None, entropy sum, tokens), or None for items past ``kl_items``."""
@@ -527,9 +548,10 @@ class HeldOutAccuracyCallback(TrainerCallback):
             if i not in self._prompt_ids:
                 self._prompt_ids[i] = tokenizer(self._texts[i], add_special_tokens=False)["input_ids"]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        kls = kl_monitor.token_kl_entropy(
-            model, self._reference if self.kl_to_ref else None, [self._prompt_ids[indices[k]] for k in measured],
-            [ids[k] for k in measured], pad_token_id=pad, batch_size=max(1, min(self.batch_size, 4)))
+        with self._kl_autocast(model):
+            kls = kl_monitor.token_kl_entropy(
+                model, self._reference if self.kl_to_ref else None, [self._prompt_ids[indices[k]] for k in measured],
+                [ids[k] for k in measured], pad_token_id=pad, batch_size=max(1, min(self.batch_size, 4)))
         out: list[tuple[float | None, float, int] | None] = [None] * len(indices)
         for k, kl in zip(measured, kls):
             out[k] = kl

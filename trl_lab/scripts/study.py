@@ -190,10 +190,11 @@ def _versions() -> dict[str, Any]:
     import transformers
     import trl
 
-    from trl_lab.cpu_tuning import cpu_has_native_bf16
+    from trl_lab.cpu_tuning import cpu_description, cpu_has_native_bf16
 
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "trl": trl.__version__, "cpu_native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
+            "trl": trl.__version__, "cpu_native_bf16": cpu_has_native_bf16(), **cpu_description(),
+            "threads": torch.get_num_threads()}
 
 
 def audit_steps(trainer: Any) -> list[int]:

@@ -140,7 +140,8 @@ def run_record(run: Path) -> dict[str, Any]:
         "reward_last5": statistics.fmean(reward[-5:]) if reward else None,
         "goodhart_triggered_step": goodhart.get("triggered_step"),
         "health_warnings": [f"{w['signal']}@{w['step']}" for w in (goodhart.get("health") or {}).get("warnings", [])],
-        "cpu_native_bf16": meta.get("cpu_native_bf16"), "wall_s": meta.get("wall_s"),
+        "cpu_native_bf16": meta.get("cpu_native_bf16"), "cpu_amx_bf16": meta.get("cpu_amx_bf16"),
+        "wall_s": meta.get("wall_s"),
         # runs recorded before the effective setting was: the demo config's cpu_bf16 made bf16 = native bf16
         "bf16": meta["bf16"] if "bf16" in meta else meta.get("cpu_native_bf16"),
         "beta": None if (beta := flag_value(argv, "--beta")) is None else float(beta),
@@ -488,9 +489,12 @@ def format_leash(result: dict[str, Any]) -> str:
 
 def _numerics(record: dict[str, Any]) -> str:
     """How the run computed: ``bf16`` (autocast and a bf16 sampler: the demo config's ``cpu_bf16`` on a CPU with
-    native bf16) or ``fp32``; ``-`` when the run did not record it."""
+    native bf16), ``bf16-amx`` (the same on a CPU with AMX tiles: other oneDNN kernels, other greedy answers) or
+    ``fp32``; ``-`` when the run did not record it."""
     flag = record.get("bf16")
-    return "-" if flag is None else ("bf16" if flag else "fp32")
+    if flag is None:
+        return "-"
+    return ("bf16-amx" if record.get("cpu_amx_bf16") else "bf16") if flag else "fp32"
 
 
 def _answer_rows(run: Path, step: int) -> dict[int, tuple[str, str | None, bool]] | None:
@@ -520,8 +524,8 @@ def precision_pairs(root: str | Path, arms: dict[str, Any]) -> list[dict[str, An
             by_seed.setdefault(r["seed"], {}).setdefault(_numerics(r), []).append((r["run"], rows))
     out = []
     for seed, groups in sorted(by_seed.items()):
-        if set(groups) != {"bf16", "fp32"}:
-            continue
+        if not {"bf16", "fp32"} <= set(groups):
+            continue  # (runs on AMX, ``bf16-amx``, are a numerics of their own: not paired here)
         (fp32_run, fp32), (bf16_run, bf16) = groups["fp32"][0], groups["bf16"][0]
         if {i: row[0] for i, row in fp32.items()} != {i: row[0] for i, row in bf16.items()}:
             continue  # not the same questions

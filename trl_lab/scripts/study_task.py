@@ -28,6 +28,10 @@ STUDY_FLAGS: tuple[str, ...] = (
     "--heldout_eval_steps", "25",
     "--heldout_table_size", "None",
     "--max_steps", "50",
+    # Pinned at what every committed run used (the CPU config moved to faster settings on 2026-12-06), so that
+    # step-0 answers stay comparable between runs of one numerics: held-out batches of 16, the KL monitor in fp32.
+    "--heldout_batch_size", "16",
+    "--heldout_kl_precision", "fp32",
 )
 
 #: The flags of :data:`STUDY_FLAGS` that choose the task (not the held-out set or the budget).
