@@ -34,6 +34,17 @@ def test_identical_answers_have_lower_distinct_n_than_varied_ones():
     assert distinct_n([[], ["x"]], 2) == 1.0
 
 
+def test_a_stock_reply_on_most_prompts_lowers_the_distinct_answer_share_where_distinct_n_barely_moves():
+    """Sentiment seed 43's collapse in small: most prompts get one short reply, the rest long varied answers."""
+    from trl_lab.callbacks.answer_signals import distinct_answer_share
+
+    varied = [[f"w{k}", *(f"x{k}_{j}" for j in range(30))] for k in range(10)]
+    stock = [["I'm", "ready", "for", "the", "next", "part?"]] * 20
+    assert distinct_answer_share(varied) == 1.0 and distinct_answer_share([]) == 1.0
+    assert distinct_answer_share(varied + stock) == pytest.approx(11 / 30)
+    assert distinct_n(varied + stock, 2) > 0.75 * distinct_n(varied, 2)  # pooled 2-grams: 0.76, answers: 0.37
+
+
 def test_strict_accuracy_needs_a_well_formed_final_line():
     completions = ["2 + 2 = 4\n#### 4", "The answer is 4.", "#### 5", "#### 4\nDone."]
     correct = [True, True, False, True]  # what the GSM8K checker says for reference 4
@@ -78,6 +89,7 @@ def test_heldout_logs_the_answer_signals(tmp_path, tiny_model_dir, text_for, str
     assert (metrics["heldout/repetition"] > 0.5) is repetitive
     assert (metrics["heldout/repetition"] == 0.0) is not repetitive
     assert 0 < metrics["heldout/distinct_2"] <= 1
+    assert metrics["heldout/distinct_answers"] == 1.0  # every question gets its own answer
     assert metrics["heldout/entropy"] > 0 and "heldout/kl_to_ref" not in metrics
 
 

@@ -10,7 +10,8 @@ from transformers import TrainerControl, TrainerState
 
 from trl_lab.callbacks import GoodhartCallback, HealthMonitorCallback
 
-HEALTHY = {"heldout/kl_to_ref": 0.0, "heldout/repetition": 0.05, "heldout/mean_length": 40.0, "heldout/entropy": 2.0}
+HEALTHY = {"heldout/kl_to_ref": 0.0, "heldout/repetition": 0.05, "heldout/mean_length": 40.0, "heldout/entropy": 2.0,
+           "heldout/distinct_answers": 1.0}
 
 
 def fired(cb: HealthMonitorCallback, step: int, **changes) -> list[str]:
@@ -21,10 +22,12 @@ def test_each_signal_fires_past_its_limit_only():
     cb = HealthMonitorCallback(kl_rate=0.005)  # repetition +0.1, length x1.5, entropy x0.5: the defaults
     assert fired(cb, 0) == []
     assert fired(cb, 10, **{"heldout/kl_to_ref": 0.04, "heldout/repetition": 0.14, "heldout/mean_length": 59.0,
-                            "heldout/entropy": 1.1}) == []  # 0.004/step, +0.09, x1.475, x0.55
+                            "heldout/entropy": 1.1, "heldout/distinct_answers": 0.91}) == []
+    # 0.004/step, +0.09, x1.475, x0.55, x0.91
     got = fired(cb, 20, **{"heldout/kl_to_ref": 0.15, "heldout/repetition": 0.2, "heldout/mean_length": 61.0,
-                           "heldout/entropy": 0.9})  # 0.011/step since step 10, +0.15, x1.525, x0.45
-    assert got == ["kl_growth", "repetition_jump", "length_jump", "entropy_collapse"]
+                           "heldout/entropy": 0.9, "heldout/distinct_answers": 0.89})
+    # 0.011/step since step 10, +0.15, x1.525, x0.45, x0.89
+    assert got == ["kl_growth", "repetition_jump", "length_jump", "entropy_collapse", "diversity_collapse"]
     kl = cb.warnings[0]
     assert kl["value"] == pytest.approx(0.011) and kl["reference"] == 0.04 and kl["limit"] == 0.005
     # the KL rate is per step between evaluations: a slower climb afterwards does not fire
@@ -32,12 +35,14 @@ def test_each_signal_fires_past_its_limit_only():
 
 
 def test_signals_can_be_switched_off_and_bad_limits_are_refused():
-    cb = HealthMonitorCallback(kl_rate=None, repetition_jump=None, length_ratio=None, entropy_ratio=None)
+    cb = HealthMonitorCallback(kl_rate=None, repetition_jump=None, length_ratio=None, entropy_ratio=None,
+                               diversity_ratio=None)
     fired(cb, 0)
     assert fired(cb, 10, **{"heldout/kl_to_ref": 9.0, "heldout/repetition": 1.0, "heldout/mean_length": 999.0,
-                            "heldout/entropy": 0.0}) == []
+                            "heldout/entropy": 0.0, "heldout/distinct_answers": 0.01}) == []
     for kwargs, message in (({"kl_rate": -1}, "kl_rate"), ({"entropy_ratio": 1.5}, "entropy_ratio must be below 1"),
                             ({"length_ratio": 0.9}, "length_ratio must be above 1"),
+                            ({"diversity_ratio": 1.0}, "diversity_ratio must be below 1"),
                             ({"repetition_jump": float("nan")}, "repetition_jump")):
         with pytest.raises(ValueError, match=message):
             HealthMonitorCallback(**kwargs)

@@ -15,7 +15,8 @@ TensorBoard / W&B / trackio and ``trainer.state.log_history`` all get:
   the vocabulary (:mod:`~trl_lab.callbacks.kl_monitor`); it works at any ``beta``, ``0`` included, where TRL logs no KL,
 * ``heldout/entropy``: the policy's mean per-token entropy (nats) along the same answers, from the same pass,
 * ``heldout/repetition`` (mean over answers of the share of 3-grams repeating an earlier one of the answer),
-  ``heldout/distinct_2`` (distinct 2-grams over all 2-grams of all answers) and ``heldout/strict_accuracy``
+  ``heldout/distinct_2`` (distinct 2-grams over all 2-grams of all answers), ``heldout/distinct_answers``
+  (distinct whole answers over answers, token for token) and ``heldout/strict_accuracy``
   (correct *and* a well-formed final ``#### N`` line) (:mod:`~trl_lab.callbacks.answer_signals`),
 * ``heldout/n`` and ``heldout/eval_seconds``.
 
@@ -56,7 +57,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from trl_lab.callbacks.answer_signals import distinct_n, repeated_ngram_fraction, strict_correct
+from trl_lab.callbacks.answer_signals import distinct_answer_share, distinct_n, repeated_ngram_fraction, strict_correct
 from trl_lab.merged_adapter import merged_lora
 
 logger = logging.getLogger(__name__)
@@ -487,6 +488,7 @@ class HeldOutAccuracyCallback(TrainerCallback):
             entry["entropy"] = metrics["heldout/entropy"] = sum(kl[1] for kl in measured) / tokens if tokens else 0.0
         entry["repetition"] = metrics["heldout/repetition"] = sum(repeated_ngram_fraction(row[7], 3) for row in rows) / n
         entry["distinct_2"] = metrics["heldout/distinct_2"] = distinct_n([row[7] for row in rows], 2)
+        entry["distinct_answers"] = metrics["heldout/distinct_answers"] = distinct_answer_share([row[7] for row in rows])
         entry["strict_accuracy"] = metrics["heldout/strict_accuracy"] = sum(row[8] for row in rows) / n
         for k, reward in enumerate(self.proxy_rewards):
             values = [row[5][k] for row in rows if row[5][k] is not None]
