@@ -52,7 +52,8 @@ ZERO_STD = "frac_reward_zero_std"
 HELDOUT_LENGTH = "heldout/mean_length"
 STRICT_ACCURACY = "heldout/strict_accuracy"
 #: Label-free signals on the held-out answers, drawn in their own panel when a run logged them.
-ANSWER_SIGNALS = {"heldout/repetition": "repeated 3-grams", "heldout/distinct_2": "distinct-2"}
+ANSWER_SIGNALS = {"heldout/repetition": "repeated 3-grams", "heldout/distinct_2": "distinct-2",
+                  "heldout/distinct_answers": "distinct answers"}
 HELDOUT_ENTROPY = "heldout/entropy"
 Z95 = 1.96
 
