@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO
 
 
@@ -19,6 +21,8 @@ def test_study_mode_times_both_arms_and_prints_the_ratio_table(tiny_model_dir):
     assert any(l.startswith("  run 1/1 grpo (study arm healthy)") for l in lines)
     table = {l[:26].strip(): l[26:].split() for l in lines[lines.index(next(l for l in lines if l.startswith("metric"))):]}
     ppo, grpo, ratio = map(float, table["step time (s)"])
-    assert ppo > 0 and grpo > 0 and abs(ratio - ppo / grpo) < 1e-3
+    # the table prints 4 significant digits: on a fast machine (steps of ~0.04 s) the ratio of the printed times
+    # differs from the printed ratio (of the unrounded times) by up to ~0.3%
+    assert ppo > 0 and grpo > 0 and ratio == pytest.approx(ppo / grpo, rel=0.01)
     # equal generated tokens per step is the arm's design: 8 completions each (num_tokens counts prompts too)
     assert float(table["tokens / step (num_tokens)"][0]) > 0 and float(table["peak CPU RSS (MiB)"][0]) > 0
