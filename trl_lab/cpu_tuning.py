@@ -128,8 +128,9 @@ def cpu_description() -> dict[str, object]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return {"cpu_model": platform.processor() or None, "cpu_amx_bf16": None}
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    lines = text.splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     return {"cpu_model": model, "cpu_amx_bf16": "amx_bf16" in flags}
 
 

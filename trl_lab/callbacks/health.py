@@ -102,12 +102,14 @@ class HealthMonitorCallback(TrainerCallback):
             last_step, last = self.previous[SIGNALS["kl_growth"]]
             if step > last_step and (kl - last) / (step - last_step) > self.kl_rate:
                 fire("kl_growth", (kl - last) / (step - last_step), last, self.kl_rate)
+        def fell_below(value: float, reference: float, ratio: float) -> bool:
+            return reference > 0 and value / reference < ratio
+
         for signal, key, limit, breached in (
             ("repetition_jump", SIGNALS["repetition_jump"], self.repetition_jump, lambda v, r, t: v - r > t),
             ("length_jump", SIGNALS["length_jump"], self.length_ratio, lambda v, r, t: r > 0 and v / r > t),
-            ("entropy_collapse", SIGNALS["entropy_collapse"], self.entropy_ratio, lambda v, r, t: r > 0 and v / r < t),
-            ("diversity_collapse", SIGNALS["diversity_collapse"], self.diversity_ratio,
-             lambda v, r, t: r > 0 and v / r < t),
+            ("entropy_collapse", SIGNALS["entropy_collapse"], self.entropy_ratio, fell_below),
+            ("diversity_collapse", SIGNALS["diversity_collapse"], self.diversity_ratio, fell_below),
         ):
             if limit is not None and key in values and key in self.first and breached(values[key], self.first[key], limit):
                 fire(signal, values[key], self.first[key], limit)

@@ -29,6 +29,7 @@ import trl
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from trl_lab.callbacks import GoodhartCallback, HealthMonitorCallback, HeldOutAccuracyCallback, MetricsLoggerCallback
+from trl_lab.callbacks.heldout import KL_PRECISIONS
 from trl_lab.callbacks.preemption import PreemptionCallback
 from trl_lab.data.gsm8k import heldout_gsm8k, load_gsm8k
 from trl_lab.data.gsm8k_pairs import gsm8k_audit_suite, read_pairs
@@ -116,7 +117,7 @@ class GSM8KScriptArguments(trl.ScriptArguments):
         default="fp32",
         metadata={"help": "Numerics of the KL monitor's two passes: 'fp32' (exact), 'bf16' (autocast, about half the "
                   "cost on a CPU with native bf16; KL within about 1e-3 nats) or 'train' (bf16 when training is "
-                  "bf16).", "choices": ["fp32", "bf16", "train"]},
+                  "bf16).", "choices": list(KL_PRECISIONS)},
     )
     goodhart: bool = field(
         default=True,
@@ -181,8 +182,9 @@ class GSM8KScriptArguments(trl.ScriptArguments):
                 raise ValueError(f"dataset_task_config is not JSON ({exc}): {self.dataset_task_config!r}") from exc
         if self.dataset_task_config is not None and not isinstance(self.dataset_task_config, dict):
             raise ValueError(f"dataset_task_config must be a JSON object, got {self.dataset_task_config!r}")
-        if self.heldout_kl_precision not in ("fp32", "bf16", "train"):
-            raise ValueError(f"heldout_kl_precision must be 'fp32', 'bf16' or 'train', got {self.heldout_kl_precision!r}")
+        if self.heldout_kl_precision not in KL_PRECISIONS:
+            allowed = ", ".join(map(repr, KL_PRECISIONS[:-1])) + f" or {KL_PRECISIONS[-1]!r}"
+            raise ValueError(f"heldout_kl_precision must be {allowed}, got {self.heldout_kl_precision!r}")
         if self.long_prompts not in ("error", "drop"):
             raise ValueError(f"long_prompts must be 'error' or 'drop', got {self.long_prompts!r}")
         if (self.dataset_task is not None) != (self.dataset_source == "reasoning_gym"):
