@@ -342,3 +342,43 @@ def test_trl_vllm_interface_the_callback_relies_on():
         assert f"self.{name} = " in init, name
     source = inspect.getsource(grpo_module.GRPOTrainer)
     assert "self.vllm_generation = VLLMGeneration(" in source and "self._last_loaded_step" in source
+
+
+def test_length_sorted_batches_return_each_prompt_its_own_completions_in_order(tiny_model_dir):
+    """generate_completions batches prompts of similar length (longest first) and puts the results back in the
+    order of the texts: in fp32 the same tokens as one prompt per call, a prompt's return sequences next to each
+    other, and the batches really are sorted."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_lab.callbacks.heldout import generate_completions
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(10)  # a random tiny model with sharp logits: greedy answers differ between prompts
+    texts = [prompt_text([{"role": "user", "content": "What is " + " + ".join(["1"] * k) + "?"}], tok)
+             for k in (1, 7, 3, 12, 2, 9, 5)]
+    seen: list[list[int]] = []
+    real_generate = model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs["attention_mask"].sum(1).tolist())
+        return real_generate(**kwargs)
+
+    model.generate = spy
+    with torch.no_grad():
+        alone, _ = generate_completions(model, tok, texts, max_new_tokens=6, batch_size=1, sort_by_length=False)
+        seen.clear()
+        ids, decoded = generate_completions(model, tok, texts, max_new_tokens=6, batch_size=3)
+        assert ids == alone and decoded == tok.batch_decode(alone, skip_special_tokens=True)
+        lengths = [n for batch in seen for n in batch]
+        assert lengths == sorted(lengths, reverse=True) and len(seen) == 3
+        assert max(seen[0]) > max(seen[-1])  # the longest batch first: its memory peak shows at once
+
+        # Two return sequences per prompt (beam search: deterministic) stay beside each other, with their prompt.
+        pairs, _ = generate_completions(model, tok, texts, max_new_tokens=6, batch_size=3, num_return_sequences=2,
+                                        num_beams=2)
+        by_prompt = [generate_completions(model, tok, [t], max_new_tokens=6, num_return_sequences=2, num_beams=2)[0]
+                     for t in texts]
+    assert pairs == [row for pair in by_prompt for row in pair]
