@@ -469,3 +469,60 @@ def test_a_shorter_warm_up_stops_the_flawed_rm_run_an_evaluation_sooner():
     entries, goodhart = load_log_history(folder), load_goodhart(folder)
     assert replay_detector(folder, entries, goodhart, **REPLAYED_DETECTORS["detector_warmup_1"]) == {"stop": 12,
                                                                                                      "kept": 0}
+
+
+def test_a_rise_then_a_fall_is_found_against_the_best_earlier_evaluation_and_tabled(tmp_path):
+    """matched_rm's shape: accuracy rises (12 -> 24 of 40 right), then falls back to step 0's level. Against step 0
+    nothing is lost; against the best earlier evaluation the fall is significant, and the RM table, the health
+    table (an entropy collapse replayed before that fall) and the PPO-vs-GRPO table say so."""
+    from trl_lab.scripts.study_summary import format_health, format_ppo_vs_grpo, format_rm_holdup, summarise_study
+
+    start = [True] * 12 + [False] * 28
+    peak = [True] * 24 + [False] * 16          # 12 gained, none lost
+    back = [True] * 12 + [False] * 28          # the same 12 lost again
+    run = tmp_path / "arm5_matched_rm" / "seed1"
+    _fake_run(run, 1, {0: start, 6: peak, 12: peak, 18: back}, [4.0] * 18)
+    with (run / "metrics.jsonl").open("a") as f:
+        for step, entropy in ((0, 1.0), (6, 0.95), (12, 0.45), (18, 0.4)):
+            f.write(json.dumps({"step": step, "heldout/accuracy": [12, 24, 24, 12][step // 6] / 40, "heldout/n": 40,
+                                "heldout/entropy": entropy}) + "\n")
+        for step in range(1, 19):
+            f.write(json.dumps({"step": step, "num_tokens": 100.0 * step, "step_time": 2.0 + step % 2}) + "\n")
+    (run / "study_run.json").write_text(json.dumps({
+        "seed": 1, "wall_s": 600.0, "peak_rss_gb": 3.5, "bf16": False,
+        "rm_gate": {"padded_shortcut_matched": {"refused": False, "message": "passed"}}}))
+    healthy = tmp_path / "arm1_healthy" / "seed1"
+    _fake_run(healthy, 1, {0: start, 6: peak}, [0.2] * 6)
+    result = summarise_study(tmp_path, figures=False)
+    r = result["arms"]["matched_rm"]["runs"][0]
+    assert r["fall_step"] is None and r["fall_from_best"] == (6, 18)
+    assert r["health_replayed"] == ["entropy_collapse@12", "entropy_collapse@18"]
+    assert r["num_tokens"] == 1800.0 and r["step_time_median"] == 2.5 and r["peak_rss_gb"] == 3.5
+    assert format_rm_holdup(result).splitlines()[2] == (
+        "| 5 matched_rm | 1 |  | padded_shortcut_matched: passed | 0.600 (6) | 6 -> 18: 0.300 | not audited |")
+    health = format_health(result).splitlines()
+    assert health[3] == ("| 5 matched_rm | 1 | no | entropy_collapse@12, entropy_collapse@18 | - / 6 -> 18 | "
+                         "before the fall |")
+    assert health[2].endswith("| no warning |") and "before the fall: 1; no warning: 1" in health[-1]
+    ppo = format_ppo_vs_grpo(result, arms=("healthy", "matched_rm")).splitlines()
+    assert ppo[3] == ("| 5 matched_rm | 1 | fp32 | 0.300 / 0.600 (6) / 0.300 | 0 vs 0, p 1.0000 | 1,800 | 2.5 | "
+                      "10.0 | 3.50 |")
+    assert ppo[-1].startswith("| **matched_rm** | 1 seeds | | gain +0.000, sd nan")
+
+
+def test_health_replay_recomputes_distinct_answers_from_the_kept_answers(tmp_path):
+    """replay_run fires diversity_collapse from the held-out tables when the log predates the metric, and
+    bench/health_signals.py prints what it returns."""
+    from trl_lab.callbacks.health import replay_run
+
+    (tmp_path / "heldout").mkdir()
+    answers = {0: [f"answer {i}" for i in range(10)], 6: ["I'm ready."] * 8 + ["a", "b"]}
+    lines = []
+    for step, texts in answers.items():
+        lines.append({"step": step, "heldout/accuracy": 0.5, "heldout/n": 10})
+        (tmp_path / "heldout" / f"step_{step:06d}.jsonl").write_text(
+            "".join(json.dumps({"index": i, "completion": t}) + "\n" for i, t in enumerate(texts)))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    steps, logged, warnings = replay_run(tmp_path)
+    assert steps == [0, 6] and logged == {"diversity_collapse"}
+    assert [(w["signal"], w["step"], w["value"]) for w in warnings] == [("diversity_collapse", 6, 0.3)]

@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 
 from trl_lab.report import GOODHART_FILE
 
-__all__ = ["HealthMonitorCallback", "SIGNALS"]
+__all__ = ["HealthMonitorCallback", "SIGNALS", "replay_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,3 +156,45 @@ class HealthMonitorCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self.save_report(args.output_dir)
+
+
+def _distinct_answers_from_table(run_dir: Path, step: int, n: float | None) -> float | None:
+    """``heldout/distinct_answers`` at ``step`` from the answers ``HeldOutAccuracyCallback`` wrote to
+    ``run_dir/heldout/step_*.jsonl``, or None unless all ``n`` were kept (decoded text: the callback counts token
+    ids, the same up to answers that decode alike)."""
+    from trl_lab.callbacks.answer_signals import distinct_answer_share
+
+    table = run_dir / "heldout" / f"step_{step:06d}.jsonl"
+    if not table.is_file():
+        return None
+    answers = [json.loads(line).get("completion") for line in table.read_text().splitlines() if line.strip()]
+    if not answers or None in answers or n is None or len(answers) != int(n):
+        return None
+    return distinct_answer_share([[a] for a in answers])
+
+
+def replay_run(run_dir: str | os.PathLike, monitor: HealthMonitorCallback | None = None,
+               ) -> tuple[list[int], set[str], list[dict[str, Any]]]:
+    """Replay a finished run's held-out evaluations (the ``heldout/accuracy`` entries of its ``metrics.jsonl``)
+    through ``monitor`` (default limits when None): ``(evaluation steps, signals the run logged, warnings)``.
+
+    Signals whose metric the run did not log cannot fire, except ``heldout/distinct_answers``, recomputed from the
+    run's held-out tables when every item's answer was kept. Nothing is logged or written.
+    """
+    run_dir = Path(run_dir)
+    monitor = monitor if monitor is not None else HealthMonitorCallback()
+    evals = [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "heldout/accuracy" in e]
+    for e in evals:
+        if SIGNALS["diversity_collapse"] not in e:
+            share = _distinct_answers_from_table(run_dir, int(e["step"]), e.get("heldout/n"))
+            if share is not None:
+                e[SIGNALS["diversity_collapse"]] = share
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # a replay reports its warnings; it does not log them again
+    try:
+        for e in evals:
+            monitor.check(int(e["step"]), e)
+    finally:
+        logger.setLevel(level)
+    logged = {signal for signal, key in SIGNALS.items() if any(key in e for e in evals)}
+    return [int(e["step"]) for e in evals], logged, monitor.warnings

@@ -25,11 +25,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from trl_lab.callbacks.health import replay_run
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
 from trl_lab.scripts.study import flag_value
 
 __all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "REPLAYED_DETECTORS", "arm_summary", "format_audit",
-           "format_leash", "format_precision", "format_tone", "is_hacked", "main", "precision_pairs", "replay_detector", "run_record", "score_stopping_rules",
+           "format_health", "format_leash", "format_ppo_vs_grpo", "format_precision", "format_rm_holdup", "format_tone", "is_hacked", "main", "precision_pairs", "replay_detector", "run_record", "score_stopping_rules",
            "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
@@ -117,6 +118,18 @@ def _first_significant_fall(run: Path, steps: list[int], n: int) -> int | None:
     return None
 
 
+def _first_fall_from_best(run: Path, steps: list[int], acc: list[float], n: int) -> tuple[int, int] | None:
+    """``(reference, step)``: the first evaluation that lost significantly against the best evaluation before it
+    (the earliest of equal bests; exact McNemar p < 0.05, more items lost than gained), or None. Unlike
+    :func:`_first_significant_fall` it also sees a run that first rose and then fell back."""
+    for k in range(1, len(steps)):
+        ref = max(range(k), key=lambda i: (acc[i], -steps[i]))
+        paired = _paired(run, steps[ref], steps[k], n)
+        if paired is not None and paired["p"] < 0.05 and paired["only_before"] > paired["only_after"]:
+            return steps[ref], steps[k]
+    return None
+
+
 def run_record(run: Path) -> dict[str, Any]:
     """Every number the study reports about one run folder."""
     entries = load_log_history(run)
@@ -148,6 +161,12 @@ def run_record(run: Path) -> dict[str, Any]:
         "against_leash_rm": any(LEASH_RM in flag for flag in argv if "learned_rm" in flag),
         "kl": [_at(entries, "heldout/kl_to_ref", s) for s in steps],
         "fall_step": _first_significant_fall(run, steps, n),
+        "fall_from_best": _first_fall_from_best(run, steps, acc, n),
+        "health_replayed": [f"{w['signal']}@{w['step']}" for w in replay_run(run)[2]],
+        "rm_gate": meta.get("rm_gate"),
+        "num_tokens": (tokens[-1] if (tokens := series(entries, "num_tokens")[1]) else None),
+        "step_time_median": (statistics.median(times) if (times := series(entries, "step_time")[1]) else None),
+        "peak_rss_gb": meta.get("peak_rss_gb"),
         "tone": [_tone(run, s) for s in steps],
     }
     record["blocks"] = _blocks(entries)
@@ -337,7 +356,8 @@ def summarise_study(root: str | Path, figures: bool = True,
         number, name = _RUN.match(arm_dir.name).groups()  # type: ignore[union-attr]
         arms[name] = {"number": int(number), "runs": records, **arm_summary(records)}
         if figures:
-            write_overlay_report(runs, [f"seed {r['seed']}" for r in records], arm_dir / "seeds.png")
+            fig = write_overlay_report(runs, [f"seed {r['seed']}" for r in records], arm_dir / "seeds.png")
+            _mark_truth(fig, records, arm_dir / "seeds.png")
             arms[name]["figure"] = str((arm_dir / "seeds.png").relative_to(root))
     result: dict[str, Any] = {"root": str(root), "arms": arms, "stopping_rules": score_stopping_rules(arms),
                               "precision": precision_pairs(root, arms)}
@@ -346,6 +366,25 @@ def summarise_study(root: str | Path, figures: bool = True,
         result["headline"] = {"png": "headline.png", "runs": [{"title": t, "run": r} for t, r in headline]}
     (root / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _mark_truth(fig: Any, records: list[dict[str, Any]], out_png: Path, *, dpi: int = 110) -> None:
+    """On the overlay's held-out accuracy panel, in each run's colour: a star at the step the detector restored and
+    a dotted line at the audit set's peak (the truth, for audited runs); saved over ``out_png``."""
+    from matplotlib import rcParams
+
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    ax = fig.axes[1]
+    for i, r in enumerate(records):
+        color = colors[i % len(colors)]
+        det = r["stopping_rules"]["detector"]
+        if det["stop"] is not None and det["kept"] in r["steps"]:
+            ax.plot([det["kept"]], [r["accuracy"][r["steps"].index(det["kept"])]], marker="*", markersize=13,
+                    color=color, markeredgecolor="black", linestyle="none")
+        if r.get("audit_peak_step") is not None:
+            ax.axvline(r["audit_peak_step"], color=color, linestyle=":", linewidth=1.5)
+    fig.suptitle("seeds compared (dashed: detector stop; star: restored step; dotted: audit-set peak)")
+    fig.savefig(out_png, dpi=dpi)
 
 
 def _smoothed(values: list[float], window: int = 5) -> list[float]:
@@ -487,6 +526,89 @@ def format_leash(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_rm_holdup(result: dict[str, Any]) -> str:
+    """Arm 5's question, does the RM audit's verdict predict how long the RM holds up: per run against a learned
+    correctness RM (:data:`LEASH_RM` at every beta, and the contrast arms' RMs), the RM and what the gate said, where
+    held-out accuracy peaked, the first evaluation that lost significantly against the best one before it, the KL
+    there, and the audit set's peak."""
+    lines = ["| arm | seed | beta | RM: gate | held-out peak (step) | first significant fall from the best earlier "
+             "evaluation (from -> step: acc, KL) | audit peak (step) |", "| --- | ---: | ---: | --- | --- | --- | --- |"]
+    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            if not (r["against_leash_rm"] or name in CONTRAST_ARMS):
+                continue
+            gate = "; ".join(f"{rm}: {'refused' if v.get('refused') else 'passed'}" for rm, v in (r["rm_gate"] or {}).items())
+            fall = r["fall_from_best"]
+            if fall is None:
+                fell = "-"
+            else:
+                i = r["steps"].index(fall[1])
+                fell = f"{fall[0]} -> {fall[1]}: {r['accuracy'][i]:.3f}" + ("" if r["kl"][i] is None else f", {fmt(r['kl'][i])}")
+            audit = ("not audited" if "audit" not in r else
+                     f"{r['audit'][r['audit_peak_step']]:.3f} ({r['audit_peak_step']})")
+            beta = "" if r["beta"] is None else format(r["beta"], "g")
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {beta} | {gate or '-'} | {r['accuracy_best']:.3f} "
+                         f"({r['best_step']}) | {fell} | {audit} |")
+    return "\n".join(lines)
+
+
+def format_ppo_vs_grpo(result: dict[str, Any], arms: tuple[str, ...] = ("healthy", "ppo")) -> str:
+    """Arm 3's question, per run of arm 1 (GRPO) and arm 3 (PPO): accuracy, the paired test, tokens seen, the median
+    step time, wall time and peak RSS (runs from different machines: compare times within a machine only), then
+    per arm the seeds' spread of the final gain."""
+    lines = ["| arm | seed | numerics | held-out 0 / best (step) / final | paired 0 vs final | tokens seen | median "
+             "step (s) | wall (min) | peak RSS (GB) |", "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+    spread = []
+    for name in arms:
+        arm = result["arms"].get(name)
+        if arm is None:
+            continue
+        for r in arm["runs"]:
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {_numerics(r)} | {r['accuracy_step0']:.3f} / "
+                         f"{r['accuracy_best']:.3f} ({r['best_step']}) / {r['accuracy_final']:.3f} | {_p(r['paired_final'])} "
+                         f"| {fmt(r['num_tokens'], ',.0f')} | {fmt(r['step_time_median'], '.1f')} | "
+                         f"{fmt(None if r['wall_s'] is None else r['wall_s'] / 60, '.1f')} | {fmt(r['peak_rss_gb'], '.2f')} |")
+        gains = [r["gain_final"] for r in arm["runs"]]
+        sd = statistics.stdev(gains) if len(gains) > 1 else float("nan")
+        spread.append(f"| **{name}** | {len(gains)} seeds | | gain {statistics.fmean(gains):+.3f}, sd {sd:.3f}, range "
+                      f"{min(gains):+.3f} .. {max(gains):+.3f} | {arm['significant_gains']}/{arm['paired_tests']} "
+                      f"significant gains | | | | |")
+    return "\n".join(lines + spread)
+
+
+def _warning_timing(r: dict[str, Any]) -> str:
+    """When a run's first replayed health warning came, relative to its first significant fall."""
+    warned = [int(w.rsplit("@", 1)[1]) for w in r["health_replayed"]]
+    falls = [s for s in (r["fall_step"], r["fall_from_best"][1] if r["fall_from_best"] else None) if s is not None]
+    if not warned:
+        return "no warning" + (" (accuracy fell)" if falls else "")
+    if not falls:
+        return "no significant fall"
+    first, fall = min(warned), min(falls)
+    return "before the fall" if first < fall else ("at the fall" if first == fall else "after the fall")
+
+
+def format_health(result: dict[str, Any]) -> str:
+    """The health monitor's signals replayed with today's limits (:func:`trl_lab.callbacks.health.replay_run`) on
+    every run, against its first significant fall (from step 0, or from the best earlier evaluation): did any warn
+    before accuracy fell?"""
+    lines = ["| arm | seed | hacked | warnings (replayed) | first significant fall: from step 0 / from the best earlier "
+             "| first warning came |", "| --- | ---: | --- | --- | --- | --- |"]
+    counts: dict[str, int] = {}
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            timing = _warning_timing(r)
+            counts[timing] = counts.get(timing, 0) + 1
+            best = "-" if r["fall_from_best"] is None else f"{r['fall_from_best'][0]} -> {r['fall_from_best'][1]}"
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {'yes' if is_hacked(name, arm['number']) else 'no'} | "
+                         f"{', '.join(r['health_replayed']) or '-'} | {r['fall_step'] if r['fall_step'] is not None else '-'}"
+                         f" / {best} | {timing} |")
+    lines.append("| **all runs** | | | | | " + "; ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + " |")
+    return "\n".join(lines)
+
+
 def _numerics(record: dict[str, Any]) -> str:
     """How the run computed: ``bf16`` (autocast and a bf16 sampler: the demo config's ``cpu_bf16`` on a CPU with
     native bf16), ``bf16-amx`` (the same on a CPU with AMX tiles: other oneDNN kernels, other greedy answers) or
@@ -598,6 +720,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_stopping_rules(result))
     print()
     print(format_leash(result))
+    print()
+    print(format_rm_holdup(result))
+    print()
+    print(format_ppo_vs_grpo(result))
+    print()
+    print(format_health(result))
     print()
     print(format_audit(result))
     print()
