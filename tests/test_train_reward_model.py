@@ -63,6 +63,15 @@ def test_trains_saves_audits_and_the_gate_reads_the_cached_verdict(tmp_path, tin
     assert saved["audit"]["failures"] and set(saved["audit"]["accuracy_by_type"]) <= {
         "arithmetic_slip", "confident_wrong", "verbose_wrong", "wrong_final"}
     assert list((out / "rm_audit").glob("*.json"))
+    # Its pairs are saved beside it: `trl-lab audit-rm` on them reruns the same audit, with exit status 1.
+    from trl_lab.cli import main as cli_main
+
+    assert len((out / rm_job.EVAL_PAIRS_FILE).read_text().splitlines()) == 16
+    assert cli_main(["audit-rm", str(out), "--data", str(out / rm_job.EVAL_PAIRS_FILE), "--out",
+                     str(tmp_path / "cli_audit")]) == 1
+    cli = json.loads((tmp_path / "cli_audit" / "audit.json").read_text())
+    assert cli["n_pairs"] == 16 and sorted(cli["failures"]) == sorted(saved["audit"]["failures"])
+    assert cli["accuracy"] == pytest.approx(saved["audit"]["accuracy"])
     # The fingerprints of its training questions, which the RL job checks its held-out set against.
     from trl_lab.data.leakage import overlapping_questions, read_trained_questions
     trained = read_trained_questions(out)

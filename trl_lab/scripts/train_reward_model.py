@@ -24,7 +24,9 @@ Steps:
 3. The saved RM is audited on the held-out pairs (:func:`trl_lab.reward_models.gate.require_audit`): pair accuracy by
    rejected type, length-bias R² and the GSM8K probe battery (:func:`trl_lab.data.gsm8k_pairs.gsm8k_probe_items`). The verdict is cached in ``OUTPUT_DIR/rm_audit/`` under
    the RM's fingerprint, which is where the RL trainers' gate looks for it. ``OUTPUT_DIR/rm_summary.json``
-   holds everything printed here; the exit status is 1 when the audit fails.
+   holds everything printed here; the exit status is 1 when the audit fails. The audit's pairs are saved in
+   ``OUTPUT_DIR/rm_eval_pairs.jsonl``: ``trl-lab audit-rm OUTPUT_DIR --data OUTPUT_DIR/rm_eval_pairs.jsonl --out DIR``
+   reruns the same audit from the command line.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ from trl_lab.reward_models.gate import RewardModelAuditError, require_audit
 from trl_lab.reward_models.training import RewardConfig, RewardTrainer, lora_on_last_layers_of
 from trl_lab.scripts.utils import apply_model_config, parse_job_args
 
-__all__ = ["RMScriptArguments", "build_pairs", "check_rl_heldout_leakage", "main", "parse_args", "parse_mix"]
+__all__ = ["EVAL_PAIRS_FILE", "RMScriptArguments", "build_pairs", "check_rl_heldout_leakage", "main", "parse_args", "parse_mix"]
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+#: The held-out pairs the job audits the RM on, saved beside it (one JSON pair per line).
+EVAL_PAIRS_FILE = "rm_eval_pairs.jsonl"
 
 
 @dataclass
@@ -262,6 +266,9 @@ def main(argv: list[str] | None = None, *, default_config: str | os.PathLike | N
     trainer.save_model(args.output_dir)
     if trainer.accelerator.is_main_process:  # what an RL job checks its held-out set against
         write_trained_questions(args.output_dir, [p["question"] for p in pairs["train"]])
+        # the audit's pairs, so `trl-lab audit-rm OUTPUT_DIR --data OUTPUT_DIR/rm_eval_pairs.jsonl` reruns it
+        with (Path(args.output_dir) / EVAL_PAIRS_FILE).open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(pair) + "\n" for pair in pairs["eval"])
     summary: dict[str, Any] = {"output_dir": args.output_dir, "model": model_args.model_name_or_path,
                                "steps": trainer.state.global_step, "train_seconds": round(train_seconds, 1),
                                "data": stats}
