@@ -147,6 +147,50 @@ def test_peak_at_the_step_zero_evaluation_compares_the_proxy_with_its_first_valu
     assert not flat.triggered and flat.first_proxy == 0.5
 
 
+def test_a_flat_total_whose_gamed_part_rises_is_a_goodhart_divergence(tmp_path):
+    """Checker + length bonus: the total reward drifts down because the length part rises while the checker part
+    falls faster with accuracy (study arm 4, seed 45). With proxy_components (the default) the rise of one part makes the
+    Goodhart verdict and trigger_proxy names it; without it the flat total blocks the trigger; a lone plugin's mean
+    is the total itself and adds nothing."""
+    falling = [0.60, 0.58, 0.50, 0.46, 0.45, 0.45, 0.45]
+
+    def run(**kwargs):
+        cb = GoodhartCallback(proxy_ema=1.0, **kwargs)
+        state, control, args = TrainerState(), TrainerControl(), hook_args(tmp_path)
+        cb.heldout = src = FakeHeldout()
+        for step in range(0, 31):
+            state.global_step = step
+            length = min(0.5, 0.1 + 0.02 * step)
+            checker = 0.6 - 1.2 * (length - 0.1)  # the checker part loses more than the length part gains
+            logs = {} if step == 0 else {"reward": checker + length, "loss": 1.0, "rewards/gsm8k/mean": checker,
+                                         "rewards/length/mean": length}
+            if step % 5 == 0:
+                items = items_for(falling[step // 5], seed=step)
+                src.last_items, src.last_step = items.tolist(), step
+                logs["heldout/accuracy"] = float(items.mean())
+            cb.on_log(args, state, control, logs=logs)
+            if control.should_training_stop:
+                break
+        return cb
+
+    watched = run()
+    assert watched.triggered and watched.trigger_reason == "goodhart" and watched.triggered_step == 20
+    assert watched.trigger_proxy == "rewards/length/mean" and watched.best_step == 0
+    assert watched.first_components == pytest.approx({"rewards/gsm8k/mean": 0.576, "rewards/length/mean": 0.12})
+    assert watched.history[-1]["components"]["rewards/length/mean"] == pytest.approx(0.5)
+    report = json.loads((tmp_path / "goodhart.json").read_text())
+    assert report["trigger_proxy"] == "rewards/length/mean" and report["rule"]["proxy_components"] is True
+    total_only = run(proxy_components=False)
+    assert not total_only.triggered, (total_only.trigger_reason, total_only.trigger_proxy, total_only.history)
+    assert sum((e["z"] or 0) >= 3.5 for e in total_only.history) >= 2
+    # The state round trip keeps the parts (a resumed run watches them on).
+    saved = json.loads(json.dumps(watched.state()))
+    assert GoodhartCallback.from_state(saved).component_points == watched.component_points
+    from trl_lab.callbacks.goodhart import reward_components
+    assert reward_components({"rewards/gsm8k/mean": 0.2, "reward": 0.2}) == []
+    assert reward_components({"rewards/a/mean": 0.2, "rewards/b/mean": float("nan"), "rewards/c/std": 0.1}) == []
+
+
 def test_single_bad_evaluation_is_not_enough():
     dip = [0.30, 0.45, 0.55, 0.60, 0.62, 0.61, 0.48, 0.61, 0.62, 0.60, 0.48, 0.61]
     cb = GoodhartCallback()

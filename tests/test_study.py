@@ -447,8 +447,7 @@ def test_committed_shortcut_rms_rebuild_their_training_pairs(name, tmp_path):
     assert stats["pairs_built"] == committed["pairs_built"]
 
 
-@pytest.mark.parametrize("run", ["arm1_healthy/seed43", "arm4_verbosity/seed42", "arm5_flawed_rm/seed43",
-                                 "arm5_flawed_rm/seed44", "arm6_sentiment/seed42", "arm7_no_leash/seed42"])
+@pytest.mark.parametrize("run", sorted(str(p.relative_to(RESULTS)) for p in RESULTS.glob("arm*/seed*") if p.is_dir()))
 def test_replayed_detector_reproduces_each_committed_run(run):
     from trl_lab.report import load_goodhart, load_log_history
     from trl_lab.scripts.study_summary import replay_detector
@@ -461,14 +460,33 @@ def test_replayed_detector_reproduces_each_committed_run(run):
         assert replayed["kept"] == goodhart["best_step"]
 
 
-def test_a_shorter_warm_up_stops_the_flawed_rm_run_an_evaluation_sooner():
+def test_a_shorter_warm_up_stops_the_sentiment_run_an_evaluation_sooner():
     from trl_lab.report import load_goodhart, load_log_history
     from trl_lab.scripts.study_summary import REPLAYED_DETECTORS, replay_detector
 
-    folder = RESULTS / "arm5_flawed_rm" / "seed43"  # ran with a warm-up of 3 evaluations: stopped at 18
+    folder = RESULTS / "arm6_sentiment" / "seed44"  # ran with a warm-up of 3 evaluations: stopped at 18
     entries, goodhart = load_log_history(folder), load_goodhart(folder)
     assert replay_detector(folder, entries, goodhart, **REPLAYED_DETECTORS["detector_warmup_1"]) == {"stop": 12,
                                                                                                      "kept": 0}
+    # flawed_rm 43's proxy was below where it started at step 12 (1.70 vs 1.82): no Goodhart verdict before 18
+    folder = RESULTS / "arm5_flawed_rm" / "seed43"
+    entries, goodhart = load_log_history(folder), load_goodhart(folder)
+    assert replay_detector(folder, entries, goodhart, **REPLAYED_DETECTORS["detector_warmup_1"])["stop"] == 18
+
+
+def test_watching_the_reward_parts_stops_the_verbosity_run_whose_total_stayed_flat():
+    """Arm 4 seed 45: held-out accuracy 0.188 -> 0.039 by step 18 (z 4.3, 5.8), but checker + length bonus stayed
+    flat (0.56 -> 0.55, below its first value 0.67), so the detector as it ran did not stop it; with
+    proxy_components the length part's rise makes the verdict at 18 and step 0 is restored."""
+    from trl_lab.report import load_goodhart, load_log_history
+    from trl_lab.scripts.study_summary import REPLAYED_DETECTORS, replay_detector
+
+    folder = RESULTS / "arm4_verbosity" / "seed45"
+    entries, goodhart = load_log_history(folder), load_goodhart(folder)
+    assert goodhart["triggered_step"] is None and "proxy_components" not in goodhart["rule"]
+    assert replay_detector(folder, entries, goodhart) == {"stop": None, "kept": 24}
+    assert replay_detector(folder, entries, goodhart, **REPLAYED_DETECTORS["detector_components"]) == {"stop": 18,
+                                                                                                       "kept": 0}
 
 
 def test_a_rise_then_a_fall_is_found_against_the_best_earlier_evaluation_and_tabled(tmp_path):

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,7 +22,7 @@ from transformers.trainer_callback import ExportableState
 from trl_lab.callbacks.metrics_log import write_run_report
 from trl_lab.report import GOODHART_FILE, REPORT_JSON
 
-__all__ = ["GoldItemsSource", "GoodhartCallback"]
+__all__ = ["GoldItemsSource", "GoodhartCallback", "reward_components"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ class GoodhartCallback(TrainerCallback, ExportableState):
 
     * *Goodhart*: ``z >= z_threshold`` at ``patience`` consecutive evaluations, and the smoothed proxy is
       above its value at the best step by more than ``proxy_min_rise`` (skipped when ``proxy_metric`` is
-      ``None``);
+      ``None``) -- or, with ``proxy_components`` (the default) and a reward of several plugins, any one
+      plugin's smoothed mean (``rewards/<plugin>/mean``) is: a total that stays flat because a gamed part
+      rises while the part being lost falls (checker + length bonus) is the same divergence.
+      ``trigger_proxy`` names the metric that rose;
     * *collapse*: a single ``z >= collapse_z`` (whatever the proxy does).
 
     Defaults (``paired_z``: z 3.5, patience 2; ``glr``: z 4.0, patience 1; collapse 7, smoothing 1, warm-up 3,
@@ -128,6 +131,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         smoothing: int = 1,
         proxy_ema: float = 0.3,
         proxy_min_rise: float = 0.0,
+        proxy_components: bool = True,
         restore_best: bool = True,
         heldout: GoldItemsSource | None = None,
     ):
@@ -151,6 +155,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         self.smoothing = smoothing
         self.proxy_ema = proxy_ema
         self.proxy_min_rise = proxy_min_rise
+        self.proxy_components = proxy_components
         self.restore_best = restore_best
         if heldout is not None:
             try:
@@ -169,6 +174,11 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         self.proxy_point: float | None = None
         self.proxy_smoothed: float | None = None
         self.first_proxy: float | None = None  # the proxy's first finite value: its level when training began
+        # proxy_components: the same three per reward plugin (``rewards/<plugin>/mean``), by metric name
+        self.component_points: dict[str, float] = {}
+        self.component_smoothed: dict[str, float] = {}
+        self.first_components: dict[str, float] = {}
+        self.trigger_proxy: str | None = None  # the proxy metric whose rise the Goodhart trigger saw
         self.consecutive = 0
         self.triggered_step: int | None = None
         self.trigger_reason: str | None = None
@@ -193,12 +203,14 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         *,
         gold_stderr: float | None = None,
         model: Any = None,
+        components: Mapping[str, float] | None = None,
     ) -> bool:
         """Record one gold evaluation at ``step`` with the proxy level then; True once the detector has fired.
 
-        ``proxy`` is used as given (NaN when unknown). With ``model``, its trainable parameters are
-        snapshotted so :meth:`restore` can bring back the best step. Observations after the trigger are
-        ignored (the verdict and best step stay fixed).
+        ``proxy`` is used as given (NaN when unknown); ``components``, the levels of the reward's parts then
+        (``{"rewards/<plugin>/mean": value}``), are watched with it when ``proxy_components`` is on. With
+        ``model``, its trainable parameters are snapshotted so :meth:`restore` can bring back the best step.
+        Observations after the trigger are ignored (the verdict and best step stay fixed).
         """
         if self.triggered:
             return True
@@ -209,10 +221,13 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         se = self._stderr(gold, items, gold_stderr)
         if self.first_proxy is None and math.isfinite(proxy):
             self.first_proxy = float(proxy)
+        parts = {k: float(v) for k, v in (components or {}).items() if self.proxy_components and math.isfinite(v)}
+        for name, value in parts.items():
+            self.first_components.setdefault(name, value)
         if model is not None:
             self._snapshots[int(step)] = _trainable_state(model)
         self.history.append({"step": int(step), "gold": float(gold), "proxy": float(proxy), "se": se,
-                             "z": None, "smoothed": None})
+                             "z": None, "smoothed": None, **({"components": parts} if parts else {})})
         self.window_items.append(items)
         del self.window_items[: -(2 * self.smoothing + 1)]
         if self.rule == "glr":  # the windows since the best step (paired_z needs only the reference)
@@ -224,13 +239,14 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         self.history[-1]["z"] = z
         self.history[-1]["z_last"] = z_last
         self.consecutive = self.consecutive + 1 if z is not None and z >= self.threshold(len(self.history)) else 0
-        reason = self._verdict(z, z_last, proxy)
+        reason = self._verdict(z, z_last, proxy, parts)
         if reason is not None:
             self.triggered_step, self.trigger_reason = int(step), reason
             logger.warning(
                 "GoodhartCallback: %s at step %d (z=%.2f; gold %.4f vs smoothed best %.4f at step %s; "
-                "proxy %.4g vs %.4g there)", reason, step, z, gold, self.best_gold, self.best_step, proxy,
+                "proxy %.4g vs %.4g there%s)", reason, step, z, gold, self.best_gold, self.best_step, proxy,
                 math.nan if self.proxy_point is None else self.proxy_point,
+                f"; rising: {self.trigger_proxy}" if self.trigger_proxy not in (None, self.proxy_metric) else "",
             )
         self._prune_snapshots()
         return self.triggered
@@ -257,6 +273,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             return
         entry = self.history[index]
         self.best_step, self.best_gold, self.proxy_point = entry["step"], smoothed, entry["proxy"]
+        self.component_points = dict(entry.get("components") or {})
         after = len(self.history) - 1 - index  # evaluations after the best step, the newest included
         self.since_best, self.since_best_se = self.since_best[-after:] if after else [], \
             self.since_best_se[-after:] if after else []
@@ -333,7 +350,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             best = z if best is None else max(best, z)
         return best
 
-    def _verdict(self, z: float | None, z_last: float | None, proxy: float) -> str | None:
+    def _verdict(self, z: float | None, z_last: float | None, proxy: float,
+                 components: Mapping[str, float] | None = None) -> str | None:
         if z is None:
             return None
         if z_last is not None and z_last >= self.collapse_z:
@@ -342,15 +360,21 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             return None
         if self.proxy_metric is None:
             return "gold_drop"
-        if not math.isfinite(proxy):
-            return None
-        if self.proxy_point is None or not math.isfinite(self.proxy_point):
+        if math.isfinite(proxy) and (self.proxy_point is None or not math.isfinite(self.proxy_point)):
             # The best step came before any proxy was logged (the step-0 evaluation, when the proxy starts
             # pulling from the first step on): its proxy level is where the proxy started.
-            if self.first_proxy is None:
-                return None
             self.proxy_point = self.first_proxy
-        return "goodhart" if proxy - self.proxy_point > self.proxy_min_rise else None
+        if math.isfinite(proxy) and self.proxy_point is not None and proxy - self.proxy_point > self.proxy_min_rise:
+            self.trigger_proxy = self.proxy_metric
+            return "goodhart"
+        # A reward that mixes a gamed part with the part being lost (checker + length bonus) can stay flat in
+        # total while accuracy falls: a rise of any one of its parts is the same divergence.
+        for name, value in sorted((components or {}).items()):
+            point = self.component_points.get(name, self.first_components.get(name))
+            if point is not None and value - point > self.proxy_min_rise:
+                self.trigger_proxy = name
+                return "goodhart"
+        return None
 
     # ----------------------------------------------------------------------------------- weights
 
@@ -426,6 +450,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             "best_step": self.best_step,
             "best_gold_smoothed": self.best_gold,
             "proxy_point": self.proxy_point,
+            "trigger_proxy": self.trigger_proxy,
             "restored": self.restored,
             "proxy_metric": self.proxy_metric,
             "gold_metric": self.gold_metric,
@@ -462,6 +487,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                 "smoothing": self.smoothing,
                 "proxy_ema": self.proxy_ema,
                 "proxy_min_rise": self.proxy_min_rise,
+                "proxy_components": self.proxy_components,
                 "restore_best": self.restore_best,
             },
             "attributes": _finite({
@@ -478,6 +504,10 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                 "proxy_point": self.proxy_point,
                 "proxy_smoothed": self.proxy_smoothed,
                 "first_proxy": self.first_proxy,
+                "component_points": self.component_points,
+                "component_smoothed": self.component_smoothed,
+                "first_components": self.first_components,
+                "trigger_proxy": self.trigger_proxy,
                 "consecutive": self.consecutive,
                 "triggered_step": self.triggered_step,
                 "trigger_reason": self.trigger_reason,
@@ -529,6 +559,12 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             self.proxy_smoothed = float(value) if prev is None else prev + self.proxy_ema * (value - prev)
             if self.first_proxy is None:
                 self.first_proxy = self.proxy_smoothed
+        if self.proxy_metric and self.proxy_components:
+            for name in reward_components(logs):
+                part = float(logs[name])
+                prev = self.component_smoothed.get(name)
+                self.component_smoothed[name] = part if prev is None else prev + self.proxy_ema * (part - prev)
+                self.first_components.setdefault(name, self.component_smoothed[name])
         self._maybe_observe(args, state, control, logs, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -573,7 +609,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                                         f"{self.gold_metric!r}; the Goodhart rule needs it (collapse still works)")
         proxy = math.nan if self.proxy_smoothed is None else self.proxy_smoothed
         snapshot_model = model if (self.restore_best and model is not None) else None
-        if self.observe(step, proxy, float(gold), items, gold_stderr=stderr, model=snapshot_model):
+        if self.observe(step, proxy, float(gold), items, gold_stderr=stderr, model=snapshot_model,
+                        components=dict(self.component_smoothed)):
             control.should_training_stop = True
             if state.is_world_process_zero:
                 self.save_report(args.output_dir)
@@ -582,6 +619,14 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)
+
+
+def reward_components(logs: Mapping[str, Any]) -> list[str]:
+    """The per-plugin reward means in a training log (TRL logs ``rewards/<function>/mean`` for each reward
+    function), when there are at least two: one plugin's mean is the total itself."""
+    names = sorted(k for k, v in logs.items() if k.startswith("rewards/") and k.endswith("/mean")
+                   and isinstance(v, (int, float)) and math.isfinite(v))
+    return names if len(names) > 1 else []
 
 
 def _paired_z(d: np.ndarray) -> float:

@@ -145,6 +145,11 @@ class GSM8KScriptArguments(trl.ScriptArguments):
         default="reward",
         metadata={"help": "The logged metric the detector treats as the proxy (e.g. rewards/sentiment/mean)."},
     )
+    goodhart_proxy_components: bool = field(
+        default=True,
+        metadata={"help": "With several reward plugins, the detector's proxy condition also holds when any one "
+                  "plugin's mean (rewards/<plugin>/mean) rose while accuracy fell, not only the total."},
+    )
     allow_heldout_overlap: bool = field(
         default=False,
         metadata={"help": "Run even when held-out questions are also in the training set (or in a learned_rm's "
@@ -324,7 +329,8 @@ def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments, heldo
     if script_args.health_monitor:
         trainer.add_callback(HealthMonitorCallback(stop=script_args.health_stop))
     if script_args.goodhart:
-        trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout))
+        trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout,
+                                              proxy_components=script_args.goodhart_proxy_components))
 
 
 def run_gsm8k_job(

@@ -197,6 +197,7 @@ def is_hacked(name: str, number: int) -> bool:
 #: Detector variants replayed on every run's own evaluations beside the detector as it ran (GoodhartCallback
 #: arguments over the run's own): a warm-up of one evaluation instead of three, and the ``glr`` scan with it.
 REPLAYED_DETECTORS: dict[str, dict[str, Any]] = {
+    "detector_components": {"proxy_components": True},
     "detector_warmup_1": {"warmup_evals": 1},
     "glr_warmup_1": {"rule": "glr", "z_threshold": None, "patience": None, "warmup_evals": 1},
 }
@@ -210,26 +211,38 @@ def replay_detector(run: Path, entries: list[dict[str, Any]], goodhart: dict[str
     average of the train reward logged up to that step. ``{"stop", "kept"}`` as :func:`stopping_rules`; with no
     overrides it reproduces the run's own verdict and z (tested)."""
     from trl_lab.callbacks import GoodhartCallback
+    from trl_lab.callbacks.goodhart import reward_components
 
     args = {k: v for k, v in (goodhart.get("rule") or {}).items() if k not in ("gold_n", "gold_stderr_metric")}
+    args.setdefault("proxy_components", False)  # runs recorded before it existed ran without it
     gold_metric = goodhart.get("gold_metric", "heldout/accuracy")
-    detector = GoodhartCallback(goodhart.get("proxy_metric", "reward"), gold_metric, **{**args, **overrides})
-    rewards = [(e["step"], e[detector.proxy_metric]) for e in entries
-               if "loss" in e and isinstance(e.get(detector.proxy_metric), (int, float))]
+    overrides = dict(overrides)
+    proxy_metric = overrides.pop("proxy_metric", goodhart.get("proxy_metric", "reward"))
+    detector = GoodhartCallback(proxy_metric, gold_metric, **{**args, **overrides})
+    rewards = [(e["step"], e[proxy_metric], {k: e[k] for k in reward_components(e)}) for e in entries
+               if proxy_metric is not None and "loss" in e and isinstance(e.get(proxy_metric), (int, float))]
     steps, acc = series(entries, gold_metric)
     quiet = logging.getLogger("trl_lab.callbacks.goodhart")
     was, quiet.disabled = quiet.disabled, True  # a replay's trigger is a table cell, not a warning
+    if rewards:  # as on_log sets them: the first reward (and reward parts) logged, where the proxy started
+        detector.first_proxy = rewards[0][1]
+        detector.first_components = dict(rewards[0][2]) if detector.proxy_components else {}
     try:
-        proxy, seen = math.nan, 0
+        proxy, parts, seen = math.nan, {}, 0
         for step, gold in zip(steps, acc):
-            while seen < len(rewards) and rewards[seen][0] <= step:  # the proxy's EMA over the logs up to this step
-                value = rewards[seen][1]
+            # The proxy's EMA over the training logs before this step: the held-out callback logs its evaluation at
+            # on_step_end, before the trainer logs the step's own reward, so that is what the detector saw.
+            while seen < len(rewards) and rewards[seen][0] < step:
+                _, value, logged = rewards[seen]
                 proxy = value if math.isnan(proxy) else proxy + detector.proxy_ema * (value - proxy)
+                for name, part in logged.items():
+                    parts[name] = part if name not in parts else parts[name] + detector.proxy_ema * (part - parts[name])
                 seen += 1
             answers = _answers(run, step)
             n = int(_at(entries, "heldout/n", step) or 0)
             items = [answers[i] for i in sorted(answers)] if answers and len(answers) == n else None
-            if detector.observe(step, proxy, gold, items, gold_stderr=_at(entries, f"{gold_metric}_stderr", step)):
+            if detector.observe(step, proxy, gold, items, gold_stderr=_at(entries, f"{gold_metric}_stderr", step),
+                                components=dict(parts) if detector.proxy_components else None):
                 break
     finally:
         quiet.disabled = was
