@@ -117,24 +117,31 @@ def test_no_goodhart_trigger_when_proxy_falls_too_but_collapse_still_fires():
     assert feed(cb, collapse, falling_proxy) == 6 and cb.trigger_reason == "collapse"
 
 
-def test_peak_at_the_step_zero_evaluation_compares_the_proxy_with_its_first_value(tmp_path):
-    """Best at step 0, evaluated before any proxy was logged (a hack from the first step on): the rise is measured
-    from the proxy's first logged value. Before the fix the proxy point was NaN and the rule could never fire."""
-    falling = [0.60, 0.58, 0.50, 0.45, 0.45, 0.45]
-    cb = GoodhartCallback(proxy_ema=1.0)
+def drive_logs(cb: GoodhartCallback, tmp_path, golds, training_logs, every: int = 5) -> GoodhartCallback:
+    """Feed ``cb`` through ``on_log`` as a trainer would, steps 0..30: ``training_logs(step)`` from step 1 on (no
+    training reward before the first step) and a held-out evaluation of ``golds[step // every]`` every ``every``
+    steps, with its per-item results from a FakeHeldout; stops when the callback asks to."""
     state, control, args = TrainerState(), TrainerControl(), hook_args(tmp_path)
-    src = FakeHeldout()
-    cb.heldout = src
+    cb.heldout = src = FakeHeldout()
     for step in range(0, 31):
         state.global_step = step
-        logs = {} if step == 0 else {"reward": 0.5 + 0.01 * step}  # no training reward before the first step
-        if step % 5 == 0:
-            items = items_for(falling[step // 5], seed=step)
+        logs = {} if step == 0 else dict(training_logs(step))
+        if step % every == 0:
+            items = items_for(golds[step // every], seed=step)
             src.last_items, src.last_step = items.tolist(), step
             logs["heldout/accuracy"] = float(items.mean())
         cb.on_log(args, state, control, logs=logs)
         if control.should_training_stop:
             break
+    return cb
+
+
+def test_peak_at_the_step_zero_evaluation_compares_the_proxy_with_its_first_value(tmp_path):
+    """Best at step 0, evaluated before any proxy was logged (a hack from the first step on): the rise is measured
+    from the proxy's first logged value. Before the fix the proxy point was NaN and the rule could never fire."""
+    falling = [0.60, 0.58, 0.50, 0.45, 0.45, 0.45]
+    cb = GoodhartCallback(proxy_ema=1.0)
+    drive_logs(cb, tmp_path, falling, lambda step: {"reward": 0.5 + 0.01 * step})
     assert cb.history[0]["step"] == 0 and math.isnan(cb.history[0]["proxy"])
     assert cb.best_step == 0 and cb.first_proxy == pytest.approx(0.51)
     assert cb.triggered and cb.trigger_reason == "goodhart" and cb.triggered_step == 20
@@ -154,24 +161,13 @@ def test_a_flat_total_whose_gamed_part_rises_is_a_goodhart_divergence(tmp_path):
     is the total itself and adds nothing."""
     falling = [0.60, 0.58, 0.50, 0.46, 0.45, 0.45, 0.45]
 
+    def parts(step: int) -> dict[str, float]:
+        length = min(0.5, 0.1 + 0.02 * step)
+        checker = 0.6 - 1.2 * (length - 0.1)  # the checker part loses more than the length part gains
+        return {"reward": checker + length, "loss": 1.0, "rewards/gsm8k/mean": checker, "rewards/length/mean": length}
+
     def run(**kwargs):
-        cb = GoodhartCallback(proxy_ema=1.0, **kwargs)
-        state, control, args = TrainerState(), TrainerControl(), hook_args(tmp_path)
-        cb.heldout = src = FakeHeldout()
-        for step in range(0, 31):
-            state.global_step = step
-            length = min(0.5, 0.1 + 0.02 * step)
-            checker = 0.6 - 1.2 * (length - 0.1)  # the checker part loses more than the length part gains
-            logs = {} if step == 0 else {"reward": checker + length, "loss": 1.0, "rewards/gsm8k/mean": checker,
-                                         "rewards/length/mean": length}
-            if step % 5 == 0:
-                items = items_for(falling[step // 5], seed=step)
-                src.last_items, src.last_step = items.tolist(), step
-                logs["heldout/accuracy"] = float(items.mean())
-            cb.on_log(args, state, control, logs=logs)
-            if control.should_training_stop:
-                break
-        return cb
+        return drive_logs(GoodhartCallback(proxy_ema=1.0, **kwargs), tmp_path, falling, parts)
 
     watched = run()
     assert watched.triggered and watched.trigger_reason == "goodhart" and watched.triggered_step == 20
