@@ -22,7 +22,7 @@ from transformers.trainer_callback import ExportableState
 from trl_lab.callbacks.metrics_log import write_run_report
 from trl_lab.report import GOODHART_FILE, REPORT_JSON
 
-__all__ = ["GoldItemsSource", "GoodhartCallback", "reward_components"]
+__all__ = ["GoldItemsSource", "GoodhartCallback", "ema_update", "reward_components"]
 
 logger = logging.getLogger(__name__)
 
@@ -555,15 +555,13 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                              f"reward metrics logged are {logged} (set goodhart_proxy_metric to one of them)")
         value = logs.get(self.proxy_metric) if self.proxy_metric else None
         if isinstance(value, (int, float)) and math.isfinite(value):
-            prev = self.proxy_smoothed
-            self.proxy_smoothed = float(value) if prev is None else prev + self.proxy_ema * (value - prev)
+            self.proxy_smoothed = ema_update(self.proxy_smoothed, float(value), self.proxy_ema)
             if self.first_proxy is None:
                 self.first_proxy = self.proxy_smoothed
         if self.proxy_metric and self.proxy_components:
             for name in reward_components(logs):
-                part = float(logs[name])
-                prev = self.component_smoothed.get(name)
-                self.component_smoothed[name] = part if prev is None else prev + self.proxy_ema * (part - prev)
+                self.component_smoothed[name] = ema_update(self.component_smoothed.get(name), float(logs[name]),
+                                                           self.proxy_ema)
                 self.first_components.setdefault(name, self.component_smoothed[name])
         self._maybe_observe(args, state, control, logs, model)
 
@@ -619,6 +617,11 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)
+
+
+def ema_update(previous: float | None, value: float, weight: float) -> float:
+    """One step of the proxy's exponential moving average: ``value`` itself first, then ``weight`` of each new one."""
+    return value if previous is None else previous + weight * (value - previous)
 
 
 def reward_components(logs: Mapping[str, Any]) -> list[str]:

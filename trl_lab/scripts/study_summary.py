@@ -108,12 +108,18 @@ def _blocks(entries: list[dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
+def _lost_significantly(run: Path, before: int, after: int, n: int) -> bool:
+    """Whether the evaluation at ``after`` lost significantly against ``before`` on the same items (exact McNemar
+    p < 0.05, more items lost than gained); False without per-item answers at both."""
+    paired = _paired(run, before, after, n)
+    return paired is not None and paired["p"] < 0.05 and paired["only_before"] > paired["only_after"]
+
+
 def _first_significant_fall(run: Path, steps: list[int], n: int) -> int | None:
     """The first evaluation that lost significantly against step 0 (exact McNemar p < 0.05, more items lost than
     gained), or None."""
     for step in steps[1:]:
-        paired = _paired(run, steps[0], step, n)
-        if paired is not None and paired["p"] < 0.05 and paired["only_before"] > paired["only_after"]:
+        if _lost_significantly(run, steps[0], step, n):
             return step
     return None
 
@@ -124,8 +130,7 @@ def _first_fall_from_best(run: Path, steps: list[int], acc: list[float], n: int)
     :func:`_first_significant_fall` it also sees a run that first rose and then fell back."""
     for k in range(1, len(steps)):
         ref = max(range(k), key=lambda i: (acc[i], -steps[i]))
-        paired = _paired(run, steps[ref], steps[k], n)
-        if paired is not None and paired["p"] < 0.05 and paired["only_before"] > paired["only_after"]:
+        if _lost_significantly(run, steps[ref], steps[k], n):
             return steps[ref], steps[k]
     return None
 
@@ -211,7 +216,7 @@ def replay_detector(run: Path, entries: list[dict[str, Any]], goodhart: dict[str
     average of the train reward logged up to that step. ``{"stop", "kept"}`` as :func:`stopping_rules`; with no
     overrides it reproduces the run's own verdict and z (tested)."""
     from trl_lab.callbacks import GoodhartCallback
-    from trl_lab.callbacks.goodhart import reward_components
+    from trl_lab.callbacks.goodhart import ema_update, reward_components
 
     args = {k: v for k, v in (goodhart.get("rule") or {}).items() if k not in ("gold_n", "gold_stderr_metric")}
     args.setdefault("proxy_components", False)  # runs recorded before it existed ran without it
@@ -234,9 +239,9 @@ def replay_detector(run: Path, entries: list[dict[str, Any]], goodhart: dict[str
             # on_step_end, before the trainer logs the step's own reward, so that is what the detector saw.
             while seen < len(rewards) and rewards[seen][0] < step:
                 _, value, logged = rewards[seen]
-                proxy = value if math.isnan(proxy) else proxy + detector.proxy_ema * (value - proxy)
+                proxy = ema_update(None if math.isnan(proxy) else proxy, value, detector.proxy_ema)
                 for name, part in logged.items():
-                    parts[name] = part if name not in parts else parts[name] + detector.proxy_ema * (part - parts[name])
+                    parts[name] = ema_update(parts.get(name), part, detector.proxy_ema)
                 seen += 1
             answers = _answers(run, step)
             n = int(_at(entries, "heldout/n", step) or 0)
@@ -450,6 +455,11 @@ def write_headline(runs: list[tuple[str, str | Path]], out_png: str | Path, *, d
     return fig
 
 
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    """A table cell: ``value`` formatted with ``spec``, empty when there is none."""
+    return "" if value is None else format(value, spec)
+
+
 def _p(paired: dict[str, Any] | None) -> str:
     if paired is None:
         return "n/a"
@@ -460,14 +470,13 @@ def format_table(result: dict[str, Any]) -> str:
     lines = ["| arm | seed | acc step 0 | best (step) | final | paired step 0 vs final | reward first/last 5 | "
              "length 0 -> end | KL end | trigger | health warnings | bf16 |",
              "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | --- | --- | --- |"]
-    fmt = lambda v, spec=".3f": "" if v is None else format(v, spec)  # noqa: E731
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
         for r in arm["runs"]:
             lines.append(
-                f"| {arm['number']} {name} | {r['seed']} | {fmt(r['accuracy_step0'])} | {fmt(r['accuracy_best'])} "
-                f"({r['best_step']}) | {fmt(r['accuracy_final'])} | {_p(r['paired_final'])} | "
-                f"{fmt(r['reward_first5'])} / {fmt(r['reward_last5'])} | {fmt(r['mean_length_step0'], '.1f')} -> "
-                f"{fmt(r['mean_length_final'], '.1f')} | {fmt(r['kl_to_ref_final'])} | "
+                f"| {arm['number']} {name} | {r['seed']} | {_fmt(r['accuracy_step0'])} | {_fmt(r['accuracy_best'])} "
+                f"({r['best_step']}) | {_fmt(r['accuracy_final'])} | {_p(r['paired_final'])} | "
+                f"{_fmt(r['reward_first5'])} / {_fmt(r['reward_last5'])} | {_fmt(r['mean_length_step0'], '.1f')} -> "
+                f"{_fmt(r['mean_length_final'], '.1f')} | {_fmt(r['kl_to_ref_final'])} | "
                 f"{r['goodhart_triggered_step'] if r['goodhart_triggered_step'] is not None else '-'} | "
                 f"{', '.join(r['health_warnings']) or '-'} | "
                 f"{'' if r['bf16'] is None else ('yes' if r['bf16'] else 'no')} |")
@@ -520,7 +529,6 @@ def format_leash(result: dict[str, Any]) -> str:
     lines = ["| arm | seed | beta | numerics | held-out peak (step) | KL at the peak | first significant fall (step: acc, "
              "KL) | audit peak (step) | detector stop / restored |",
              "| --- | ---: | ---: | --- | --- | ---: | --- | --- | --- |"]
-    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
         for r in arm["runs"]:
             if not r["against_leash_rm"]:
@@ -528,13 +536,13 @@ def format_leash(result: dict[str, Any]) -> str:
             i = r["steps"].index(r["best_step"])
             fall = r["fall_step"]
             fell = ("-" if fall is None else
-                    f"{fall}: {r['accuracy'][r['steps'].index(fall)]:.3f}, {fmt(r['kl'][r['steps'].index(fall)])}")
+                    f"{fall}: {r['accuracy'][r['steps'].index(fall)]:.3f}, {_fmt(r['kl'][r['steps'].index(fall)])}")
             audit = ("not audited" if "audit" not in r else
                      f"{r['audit'][r['audit_peak_step']]:.3f} ({r['audit_peak_step']})")
             det = r["stopping_rules"]["detector"]
             beta = "" if r["beta"] is None else format(r["beta"], "g")
             lines.append(f"| {arm['number']} {name} | {r['seed']} | {beta} | {_numerics(r)} | {r['accuracy_best']:.3f} "
-                         f"({r['best_step']}) | {fmt(r['kl'][i])} | {fell} | {audit} | "
+                         f"({r['best_step']}) | {_fmt(r['kl'][i])} | {fell} | {audit} | "
                          f"{'-' if det['stop'] is None else det['stop']} / {det['kept']} |")
     return "\n".join(lines)
 
@@ -546,7 +554,6 @@ def format_rm_holdup(result: dict[str, Any]) -> str:
     there, and the audit set's peak."""
     lines = ["| arm | seed | beta | RM: gate | held-out peak (step) | first significant fall from the best earlier "
              "evaluation (from -> step: acc, KL) | audit peak (step) |", "| --- | ---: | ---: | --- | --- | --- | --- |"]
-    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
         for r in arm["runs"]:
             if not (r["against_leash_rm"] or name in CONTRAST_ARMS):
@@ -557,7 +564,7 @@ def format_rm_holdup(result: dict[str, Any]) -> str:
                 fell = "-"
             else:
                 i = r["steps"].index(fall[1])
-                fell = f"{fall[0]} -> {fall[1]}: {r['accuracy'][i]:.3f}" + ("" if r["kl"][i] is None else f", {fmt(r['kl'][i])}")
+                fell = f"{fall[0]} -> {fall[1]}: {r['accuracy'][i]:.3f}" + ("" if r["kl"][i] is None else f", {_fmt(r['kl'][i])}")
             audit = ("not audited" if "audit" not in r else
                      f"{r['audit'][r['audit_peak_step']]:.3f} ({r['audit_peak_step']})")
             beta = "" if r["beta"] is None else format(r["beta"], "g")
@@ -572,7 +579,6 @@ def format_ppo_vs_grpo(result: dict[str, Any], arms: tuple[str, ...] = ("healthy
     per arm the seeds' spread of the final gain."""
     lines = ["| arm | seed | numerics | held-out 0 / best (step) / final | paired 0 vs final | tokens seen | median "
              "step (s) | wall (min) | peak RSS (GB) |", "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     spread = []
     for name in arms:
         arm = result["arms"].get(name)
@@ -581,8 +587,8 @@ def format_ppo_vs_grpo(result: dict[str, Any], arms: tuple[str, ...] = ("healthy
         for r in arm["runs"]:
             lines.append(f"| {arm['number']} {name} | {r['seed']} | {_numerics(r)} | {r['accuracy_step0']:.3f} / "
                          f"{r['accuracy_best']:.3f} ({r['best_step']}) / {r['accuracy_final']:.3f} | {_p(r['paired_final'])} "
-                         f"| {fmt(r['num_tokens'], ',.0f')} | {fmt(r['step_time_median'], '.1f')} | "
-                         f"{fmt(None if r['wall_s'] is None else r['wall_s'] / 60, '.1f')} | {fmt(r['peak_rss_gb'], '.2f')} |")
+                         f"| {_fmt(r['num_tokens'], ',.0f')} | {_fmt(r['step_time_median'], '.1f')} | "
+                         f"{_fmt(None if r['wall_s'] is None else r['wall_s'] / 60, '.1f')} | {_fmt(r['peak_rss_gb'], '.2f')} |")
         gains = [r["gain_final"] for r in arm["runs"]]
         sd = statistics.stdev(gains) if len(gains) > 1 else float("nan")
         spread.append(f"| **{name}** | {len(gains)} seeds | | gain {statistics.fmean(gains):+.3f}, sd {sd:.3f}, range "
