@@ -72,6 +72,25 @@ def test_random_arm_smallest_run_on_a_tiny_model(tmp_path, tiny_model_dir):
     with pytest.raises(ValueError, match=r"no adapter for step\(s\) \[7\]; saved: \[0, 1, 2\]"):
         study_audit.audit_run(out, steps=[0, 7], audit_size=6)
 
+    # Growing the audit keeps what was scored and answers only the new questions: the earlier questions first, then
+    # new ones outside the held-out set and the earlier audit; the earlier file kept whole beside it.
+    study_audit.audit_run(out, audit_size=6, batch_size=3)
+    six = json.loads((out / "audit.json").read_text())
+    grown = study_audit.audit_run(out, steps=[0, 1, 2], audit_size=9, batch_size=3, extend=True)
+    assert grown["stages"] == [6] and json.loads((out / "audit_6.json").read_text()) == six
+    assert [len(v["correct"]) for v in grown["steps"].values()] == [9, 9, 9]
+    assert all(grown["steps"][s]["correct"][:6] == six["steps"][s]["correct"] for s in six["steps"])
+    nine = study_audit.audit_set(script_args, 5, 9, [], stages=(6,))["question"]
+    assert nine[:6] == questions and len({normalise_question(q) for q in nine}) == 9
+    assert not heldout & {normalise_question(q) for q in nine}
+    # and it grows again, through both stages
+    again = study_audit.audit_run(out, audit_size=12, batch_size=3, extend=True)
+    assert again["stages"] == [6, 9] and all(again["steps"][s]["correct"][:9] == grown["steps"][s]["correct"]
+                                              for s in grown["steps"])
+    assert study_audit.audit_set(script_args, 5, 12, [], stages=(6, 9))["question"][:9] == nine
+    with pytest.raises(ValueError, match=r"already has 12 questions; --extend needs a larger --audit_size"):
+        study_audit.audit_run(out, audit_size=6, extend=True)
+
 
 def _fake_run(folder, seed, correct_by_step, reward):
     """A run folder as the job writes it: metrics.jsonl with held-out evaluations, and every held-out answer."""
@@ -230,14 +249,38 @@ def test_the_audit_is_the_truth_where_a_run_has_one(tmp_path):
     run = tmp_path / "arm4_verbosity" / "seed1"
     _fake_run(run, 1, {0: [True, True, False, False], 6: [True, False, False, False]}, [0.5] * 6)
     (run / "goodhart.json").write_text(json.dumps({"triggered_step": 6, "best_step": 0, "restored": True}))
-    audit = {"steps": {"0": {"accuracy": 0.40}, "6": {"accuracy": 0.30}}}
+    audit = {"audit_size": 512, "steps": {"0": {"accuracy": 0.40}, "6": {"accuracy": 0.30}}}
     (run / "audit.json").write_text(json.dumps(audit))
     result = summarise_study(tmp_path, figures=False)
     record = result["arms"]["verbosity"]["runs"][0]
-    assert record["audit"] == {0: 0.40, 6: 0.30} and record["audit_peak_step"] == 0
+    assert record["audit"] == {0: 0.40, 6: 0.30} and record["audit_peak_step"] == 0 and record["audit_n"] == 512
+    assert "audit_growth" not in record  # made in one go
     assert record["stopping_rules"]["detector"]["audit_accuracy_kept"] == 0.40
     assert result["stopping_rules"]["detector"]["mean_audit_shortfall"] == 0.0
     assert result["stopping_rules"]["best_checkpoint"]["audited_runs"] == 1
+
+
+def test_a_grown_audit_reports_what_the_truth_says_at_each_size(tmp_path):
+    from trl_lab.scripts.study_summary import format_audit_growth, summarise_study
+
+    run = tmp_path / "arm4_verbosity" / "seed1"
+    _fake_run(run, 1, {0: [True, True, False, False], 6: [True, False, False, False]}, [0.5] * 6)
+
+    def audit(n, before, after, **extra):
+        steps = {"0": before, "6": after}
+        return json.dumps({"audit_size": n, **extra, "steps": {
+            k: {"accuracy": sum(v) / n, "correct": v} for k, v in steps.items()}})
+
+    # 4 questions: 2 lost, none gained (p 0.5); grown to 8: 5 lost (p 0.0625), the same peak
+    (run / "audit_4.json").write_text(audit(4, [True, True, True, False], [True, False, False, False]))
+    (run / "audit.json").write_text(audit(8, [True, True, True, False, True, True, True, True],
+                                          [True, False, False, False, True, False, False, False], stages=[4]))
+    record = summarise_study(tmp_path, figures=False)["arms"]["verbosity"]["runs"][0]
+    assert [(g["n"], g["peak_step"], g["paired_first_last"]["only_before"]) for g in record["audit_growth"]] == \
+        [(4, 0, 2), (8, 0, 5)]
+    table = format_audit_growth(summarise_study(tmp_path, figures=False)).splitlines()
+    assert table[2:] == ["| 4 verbosity | 1 | 4 | 0: 0.750, 6: 0.250 | 0.750 (0) | 2 vs 0, p 0.5000 |",
+                         "| 4 verbosity | 1 | 8 | 0: 0.875, 6: 0.250 | 0.875 (0) | 5 vs 0, p 0.0625 |"]
 
 
 def test_sampling_job_writes_checked_policy_samples(tmp_path, tiny_model_dir):
@@ -340,7 +383,8 @@ def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path)
     healthy = tmp_path / "arm1_healthy" / "seed1"  # not against the flawed RM: not in the leash table
     _fake_run(healthy, 1, {0: lost, 6: lost}, [0.2] * 6)
     (tmp_path / "arm7_no_leash" / "seed1" / "audit.json").write_text(
-        json.dumps({"steps": {"0": {"accuracy": 0.25}, "6": {"accuracy": 0.05}, "12": {"accuracy": 0.0}}}))
+        json.dumps({"audit_size": 20, "steps": {"0": {"accuracy": 0.25}, "6": {"accuracy": 0.05},
+                                                "12": {"accuracy": 0.0}}}))
     (tmp_path / "arm7_no_leash" / "seed1" / "goodhart.json").write_text(
         json.dumps({"triggered_step": 12, "best_step": 0, "restored": True}))
     result = summarise_study(tmp_path, figures=False)
@@ -353,7 +397,7 @@ def test_leash_table_finds_the_first_significant_fall_and_the_kl_there(tmp_path)
     assert table[2] == "| 5 flawed_rm | 1 | 0.05 | - | 0.300 (0) | 0.000 | - | not audited | - / 12 |"
     assert table[3] == "| 7 no_leash | 1 | 0 | - | 0.300 (0) | 0.000 | 6: 0.000, 0.050 | 0.250 (0) | 12 / 0 |"
     assert format_audit(result).splitlines()[2] == \
-        "| 7 no_leash | 1 | 0: 0.300 / 0.250, 6: 0.000 / 0.050, 12: 0.000 / 0.000 | 0 | 0 |"
+        "| 7 no_leash | 1 | 20 | 0: 0.300 / 0.250, 6: 0.000 / 0.050, 12: 0.000 / 0.000 | 0 | 0 |"
     detector = result["stopping_rules"]["detector"]
     assert detector["audited_detections"] == 1 and detector["mean_audit_delay"] == 12.0
 

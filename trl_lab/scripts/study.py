@@ -251,8 +251,9 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--arm", choices=sorted(ARMS), help="which arm to run")
     parser.add_argument("--seed", type=int, help="the run's seed (training and its held-out sample)")
     parser.add_argument("--output_root", default="outputs/study", help="runs go to <root>/arm<N>_<arm>/seed<S>")
-    parser.add_argument("--audit_size", type=int, default=256,
-                        help="audit questions scored after the run at step 0 and each held-out step (0: no audit)")
+    parser.add_argument("--audit_size", type=int, default=512,
+                        help="audit questions scored after the run at step 0 and each held-out step (0: no audit; "
+                             "default twice the held-out set's 256, so the truth is less noisy than what it scores)")
     parser.add_argument("--audit_batch_size", type=int, default=16)
     parser.add_argument("--task_dir", default=None,
                         help="read the task from this export (python -m trl_lab.scripts.study_task --export DIR) "

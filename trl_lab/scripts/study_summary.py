@@ -30,8 +30,9 @@ from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, serie
 from trl_lab.scripts.study import flag_value
 
 __all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "REPLAYED_DETECTORS", "arm_summary", "format_audit",
-           "format_health", "format_leash", "format_ppo_vs_grpo", "format_precision", "format_rm_holdup", "format_tone", "is_hacked", "main", "precision_pairs", "replay_detector", "run_record", "score_stopping_rules",
-           "stopping_rules", "summarise_study", "write_headline"]
+           "format_audit_growth", "format_health", "format_leash", "format_ppo_vs_grpo", "format_precision",
+           "format_rm_holdup", "format_tone", "is_hacked", "main", "precision_pairs", "replay_detector", "run_record",
+           "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 #: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
@@ -78,13 +79,35 @@ def _paired(run: Path, first: int, later: int, n: int) -> dict[str, Any] | None:
     return mcnemar_exact([a[i] for i in items], [b[i] for i in items])
 
 
-def _audit(run: Path) -> dict[int, float]:
-    """Audit-set accuracy by step (``audit.json`` of :mod:`trl_lab.scripts.study_audit`), empty when not audited."""
+def _audit(run: Path) -> tuple[dict[int, float], int | None]:
+    """Audit-set accuracy by step (``audit.json`` of :mod:`trl_lab.scripts.study_audit`) and the audit's size; empty
+    and None when not audited."""
     path = run / "audit.json"
     if not path.is_file():
-        return {}
-    return {int(step): v["accuracy"] for step, v in sorted(json.loads(path.read_text())["steps"].items(),
-                                                          key=lambda kv: int(kv[0]))}
+        return {}, None
+    audit = json.loads(path.read_text())
+    return ({int(step): v["accuracy"] for step, v in sorted(audit["steps"].items(), key=lambda kv: int(kv[0]))},
+            audit["audit_size"])
+
+
+def _audit_growth(run: Path) -> list[dict[str, Any]]:
+    """For an audit grown with ``study_audit --extend``: per size it went through (the kept ``audit_<n>.json`` files,
+    then ``audit.json``), the audit peak and the paired test of step 0 against the last audited step on that many
+    questions. Empty for an audit made in one go: does doubling the truth change what it says?"""
+    path = run / "audit.json"
+    if not path.is_file():
+        return []
+    final = json.loads(path.read_text())
+    if not final.get("stages"):
+        return []
+    out = []
+    for audit in [*(json.loads((run / f"audit_{n}.json").read_text()) for n in final.get("stages", ())), final]:
+        steps = sorted(audit["steps"], key=int)
+        acc = {int(k): audit["steps"][k]["accuracy"] for k in steps}
+        out.append({"n": audit["audit_size"], "peak_step": max(acc, key=lambda k: (acc[k], -k)), "accuracy": acc,
+                    "paired_first_last": mcnemar_exact(audit["steps"][steps[0]]["correct"],
+                                                       audit["steps"][steps[-1]]["correct"])})
+    return out
 
 
 def _at(entries: list[dict[str, Any]], key: str, step: int) -> float | None:
@@ -176,9 +199,12 @@ def run_record(run: Path) -> dict[str, Any]:
     }
     record["blocks"] = _blocks(entries)
     record["stopping_rules"] = stopping_rules(entries, goodhart, run=run)
-    audit = _audit(run)
+    audit, audit_n = _audit(run)
     if audit:
         record["audit"] = audit
+        record["audit_n"] = audit_n
+        if growth := _audit_growth(run):
+            record["audit_growth"] = growth
         record["audit_peak_step"] = max(audit, key=lambda s: (audit[s], -s))
         for rule in record["stopping_rules"].values():
             rule["audit_accuracy_kept"] = audit.get(rule["kept"])
@@ -696,8 +722,8 @@ def format_precision(result: dict[str, Any]) -> str:
 
 def format_audit(result: dict[str, Any]) -> str:
     """Per audited run: held-out and audit-set accuracy at each audited step, side by side."""
-    lines = ["| arm | seed | step: held-out / audit accuracy | audit peak | detector restored |",
-             "| --- | ---: | --- | ---: | ---: |"]
+    lines = ["| arm | seed | audit questions | step: held-out / audit accuracy | audit peak | detector restored |",
+             "| --- | ---: | ---: | --- | ---: | ---: |"]
     for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
         for r in arm["runs"]:
             if "audit" not in r:
@@ -705,8 +731,23 @@ def format_audit(result: dict[str, Any]) -> str:
             held = dict(zip(r["steps"], r["accuracy"]))
             cells = ", ".join(f"{s}: {held[s]:.3f} / {a:.3f}" if s in held else f"{s}: - / {a:.3f}"
                               for s, a in r["audit"].items())
-            lines.append(f"| {arm['number']} {name} | {r['seed']} | {cells} | {r['audit_peak_step']} | "
+            lines.append(f"| {arm['number']} {name} | {r['seed']} | {r['audit_n']} | {cells} | {r['audit_peak_step']} | "
                          f"{r['stopping_rules']['detector']['kept']} |")
+    return "\n".join(lines)
+
+
+def format_audit_growth(result: dict[str, Any]) -> str:
+    """Per run whose audit was grown (``study_audit --extend``): what the truth says at each size."""
+    lines = ["| arm | seed | audit questions | audit accuracy per step | audit peak (step) | step 0 vs last: lost vs "
+             "gained, p |", "| --- | ---: | ---: | --- | ---: | --- |"]
+    for name, arm in sorted(result["arms"].items(), key=lambda kv: kv[1]["number"]):
+        for r in arm["runs"]:
+            for g in r.get("audit_growth", ()):
+                acc, paired = g["accuracy"], g["paired_first_last"]
+                cells = ", ".join(f"{s}: {a:.3f}" for s, a in acc.items())
+                lines.append(f"| {arm['number']} {name} | {r['seed']} | {g['n']} | {cells} | "
+                             f"{acc[g['peak_step']]:.3f} ({g['peak_step']}) | {paired['only_before']} vs "
+                             f"{paired['only_after']}, p {paired['p']:.4f} |")
     return "\n".join(lines)
 
 
@@ -747,6 +788,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_health(result))
     print()
     print(format_audit(result))
+    print()
+    print(format_audit_growth(result))
     print()
     print(format_tone(result))
     print()
