@@ -141,13 +141,13 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
     # an adapter at every held-out step (the ones the detector can restore), every 5th step where that covers them
     learned_rm_arms = ("flawed_rm", "matched_rm", "weak_leash", "no_leash")
     rm_arms = (*learned_rm_arms, "sentiment")
-    assert training.save_steps == (6 if arm in ("verbosity", *rm_arms) else study.SAVE_STEPS)
+    assert training.save_steps == (6 if arm in ("verbosity", "healthy_watched", *rm_arms) else study.SAVE_STEPS)
     assert script.heldout_eval_steps % training.save_steps == 0
     # Every arm generates the same tokens per step: 8 completions of at most 64 tokens.
     generation_batch = training.per_device_train_batch_size * training.gradient_accumulation_steps
     assert generation_batch == 8 and training.max_completion_length == 64
     rewards = [r["name"] for r in training.rewards]
-    expected = {"healthy": ["gsm8k", "gsm8k_format"], "random": ["coin_flip"], "ppo": ["gsm8k", "gsm8k_format"],
+    expected = {"healthy": ["gsm8k", "gsm8k_format"], "healthy_watched": ["gsm8k", "gsm8k_format"], "random": ["coin_flip"], "ppo": ["gsm8k", "gsm8k_format"],
                 "verbosity": ["gsm8k", "length"], **dict.fromkeys(learned_rm_arms, ["learned_rm"]),
                 "sentiment": ["sentiment"]}[arm]
     assert rewards == expected
@@ -162,7 +162,8 @@ def test_each_arm_parses_into_the_settings_it_claims(arm, tmp_path):
         if arm == "sentiment":
             assert training.rewards[0]["kwargs"]["backend"] == "learned"
         assert training.beta == {"weak_leash": 0.005, "no_leash": 0.0}.get(arm, 0.05)
-    assert training.max_steps == {"verbosity": 24, **dict.fromkeys(rm_arms, 36)}.get(arm, 50)
+    assert training.max_steps == {"verbosity": 24, "healthy_watched": 36, **dict.fromkeys(rm_arms, 36)}.get(arm, 50)
+    assert script.heldout_eval_steps == {"healthy": 25, "random": 25, "ppo": 25}.get(arm, 6)
     assert (training.num_generations == 1) == (arm == "ppo")
 
 

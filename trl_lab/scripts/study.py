@@ -85,6 +85,13 @@ ARMS: dict[str, StudyArm] = {
          "--train_size", "256", "--heldout_max_new_tokens", "64", "--heldout_kl_items", "16"),
         "trl_lab's PPO (critic + GAE) with arm 1's reward, data and generated tokens",
     ),
+    # Arm 1 again at the RM arms' budget and cadence (36 steps, held-out every 6: 7 evaluations). Arm 1 evaluates at
+    # steps 0, 25 and 50 only, fewer than the detector's warm-up, so it cannot test a false alarm; this one can.
+    "healthy_watched": StudyArm(
+        1, "grpo", ("--max_steps", "36", "--heldout_eval_steps", "6"),
+        "arm 1 evaluated as often as the hacked arms (every 6 steps over 36): does any stopping rule fire on a "
+        "healthy run?",
+    ),
     "verbosity": StudyArm(
         4, "grpo",
         ("--rewards", "gsm8k", "{name: length, weight: 0.5, kwargs: {mode: verbosity, max_length: 64}}",
