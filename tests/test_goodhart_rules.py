@@ -57,6 +57,18 @@ def test_kept_share_matches_the_item_model():
     assert memory[10] > kept_share([0.2], [10], persistence=0.0, n_items=5000, n_evals=12)[0.2][10] + 0.05
 
 
+def test_kept_share_at_zero_and_full_accuracy_is_one_without_warnings():
+    """A real run can sit at 0% (a collapsed hack): every item wrong at both evaluations, no log(0) on the way."""
+    import warnings
+
+    from trl_lab.testing.goodhart_sim import kept_share
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shares = kept_share([0.0, 1.0], [1, 3], persistence=0.5, difficulty_sd=0.5, n_items=500, n_evals=5)
+    assert shares == {0.0: {1: 1.0, 3: 1.0}, 1.0: {1: 1.0, 3: 1.0}}
+
+
 def test_persistent_suite_has_issue_13_shapes():
     slow = simulate_run(PERSISTENT_SCENARIOS["hacked_slow"], n_items=200, seed=1)
     fast = simulate_run(PERSISTENT_SCENARIOS["hacked_fast"], n_items=200, seed=1)

@@ -103,7 +103,10 @@ class SimRun:
 
 
 def _solve_theta(target: np.ndarray, difficulty: np.ndarray) -> np.ndarray:
-    """theta_t such that mean_i sigmoid(theta_t - d_i) == target_t (Newton on the monotone mean)."""
+    """theta_t such that mean_i sigmoid(theta_t - d_i) == target_t (Newton on the monotone mean).
+
+    A target of exactly 0 or 1 (a real run at 0% accuracy) is taken as 1e-9 from it: every item wrong (right)."""
+    target = np.clip(np.asarray(target, dtype=float), 1e-9, 1 - 1e-9)
     theta = np.log(target / (1 - target))
     for _ in range(12):
         p = 1.0 / (1.0 + np.exp(difficulty[None, :] - theta[:, None]))
