@@ -90,6 +90,10 @@ def test_random_arm_smallest_run_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert study_audit.audit_set(script_args, 5, 12, [], stages=(6, 9))["question"][:9] == nine
     with pytest.raises(ValueError, match=r"already has 12 questions; --extend needs a larger --audit_size"):
         study_audit.audit_run(out, audit_size=6, extend=True)
+    other = {**again, "audit_seed": again["audit_seed"] + 1}  # another run's audit cannot be grown into this one
+    (out / "audit.json").write_text(json.dumps(other) + "\n")
+    with pytest.raises(ValueError, match=r"was made with audit seed \d+ and max_new_tokens \d+, not \d+ and \d+"):
+        study_audit.audit_run(out, audit_size=15, extend=True)
 
 
 def _fake_run(folder, seed, correct_by_step, reward):
