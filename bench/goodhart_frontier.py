@@ -7,6 +7,11 @@ the first crossing gives, offline: false alarms on healthy plateaus within their
 detected after the true peak with the median delay for the slow / fast / collapse scenarios (40 evaluations).
 The collapse trigger and the restore are left out (``bench/goodhart.py`` scores them).
 
+``--growth G ...`` also prints, per threshold ``z``, the false alarms of a threshold that grows by ``G`` per doubling
+of the evaluations beyond the 40th (``z + G log2(k / 40)`` at the ``k``-th; the scenarios with a peak run 40
+evaluations, so only the long healthy plateaus see it): how fast must it grow to hold the 40-evaluation rate?
+``--warmup`` sets the evaluations before the first stop (the detector's ``warmup_evals``, default 3).
+
 Variants (``--variant``):
 
 * ``glr``: the rule as shipped (window mean of the evaluations since the best step against the reference);
@@ -16,6 +21,7 @@ Variants (``--variant``):
   evaluations since the change point by 1, 2, ..., L (the least-squares slope's weights).
 
     python bench/goodhart_frontier.py --runs 300 --seed 3 --suite real-fit --variant glr
+    python bench/goodhart_frontier.py --runs 300 --seed 4 --suite real-fit --warmup 1 --growth 0.2 0.4 0.6
 """
 
 from __future__ import annotations
@@ -62,10 +68,10 @@ class VariantDetector(G.GoodhartCallback):
         return best
 
 
-def traces(scenario, runs: int, seed: int, **variant) -> tuple[np.ndarray, np.ndarray]:
+def traces(scenario, runs: int, seed: int, warmup: int = 3, **variant) -> tuple[np.ndarray, np.ndarray]:
     out, onsets = [], []
     for run in simulate(scenario, runs, n_items=500, seed=seed):
-        cb = VariantDetector(z_threshold=1e9, collapse_z=1e9, horizon=10**9, **variant)
+        cb = VariantDetector(z_threshold=1e9, collapse_z=1e9, horizon=10**9, warmup_evals=warmup, **variant)
         zs = []
         for k, step in enumerate(run.steps):
             cb.observe(int(step), float(run.proxy[k]), float(run.gold[k]), run.items[k])
@@ -77,9 +83,18 @@ def traces(scenario, runs: int, seed: int, **variant) -> tuple[np.ndarray, np.nd
     return np.array(out, float), np.array(onsets)
 
 
-def first_crossing(z: np.ndarray, threshold: float) -> np.ndarray:
+def first_crossing(z: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
+    """Per run (row), the first evaluation whose statistic reaches the threshold (one value, or one per
+    evaluation), -1 for none."""
     hit = z >= threshold
     return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+
+
+def grown_threshold(threshold: float, growth: float, evaluations: int, horizon: int = 40) -> np.ndarray:
+    """The threshold at the 1st..``evaluations``-th evaluation, ``threshold`` up to ``horizon`` and ``growth`` more
+    per doubling after."""
+    k = np.arange(1, evaluations + 1, dtype=float)
+    return threshold + growth * np.log2(np.maximum(k, horizon) / horizon)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,15 +104,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--suite", choices=list(bench.SUITES), default="real-fit")
     parser.add_argument("--variant", choices=("glr", "margin", "trend"), default="glr")
     parser.add_argument("--min_drop", type=float, default=0.01, help="margin variant: drop ignored (accuracy)")
+    parser.add_argument("--warmup", type=int, default=3, help="evaluations before the first stop (warmup_evals)")
+    parser.add_argument("--growth", type=float, nargs="*", default=[],
+                        help="also print the false alarms of thresholds growing this much per doubling beyond 40")
     args = parser.parse_args(argv)
     logging.getLogger("trl_lab.callbacks.goodhart").setLevel(logging.ERROR)
     variant = {"trend": args.variant == "trend", "min_drop": args.min_drop if args.variant == "margin" else 0.0}
     suite = bench.SUITES[args.suite]
-    healthy, _ = traces(dataclasses.replace(suite["healthy"], n_evals=160), args.runs, args.seed, **variant)
-    others = {name: traces(suite[name], args.runs, args.seed, **variant) for name in
+    healthy, _ = traces(dataclasses.replace(suite["healthy"], n_evals=160), args.runs, args.seed, args.warmup,
+                        **variant)
+    others = {name: traces(suite[name], args.runs, args.seed, args.warmup, **variant) for name in
               ("healthy_slow_rise", "hacked_slow", "hacked_fast", "collapse")}
     label = args.variant + (f" {args.min_drop}" if args.variant == "margin" else "")
-    print(f"suite {args.suite}, {args.runs} runs per scenario, seed {args.seed}, variant {label}")
+    print(f"suite {args.suite}, {args.runs} runs per scenario, seed {args.seed}, variant {label}, "
+          f"warm-up {args.warmup}")
     print("z     | FA 40  FA 80  FA 160 | slow rise | slow: det delay | fast: det delay | collapse: det delay")
     for threshold in np.arange(3.0, 5.01, 0.25):
         fa = [100 * (first_crossing(healthy[:, :e], threshold) >= 0).mean() for e in (40, 80, 160)]
@@ -111,6 +131,16 @@ def main(argv: list[str] | None = None) -> None:
             cells.append(f"{100 * det.mean():5.1f}% {delay:4.1f}")
         print(f"{threshold:4.2f}  | {fa[0]:4.1f}%  {fa[1]:4.1f}%  {fa[2]:5.1f}% | {rise:8.1f}% | "
               + " | ".join(f"{c:15}" for c in cells), flush=True)
+    if args.growth:
+        print("\nfalse alarms on healthy plateaus, threshold z up to 40 evaluations, then + growth per doubling")
+        print("z     | " + " | ".join(f"growth {g:4.2f}: FA 80  FA 160" for g in args.growth))
+        for threshold in np.arange(3.5, 5.01, 0.25):
+            cells = []
+            for g in args.growth:
+                fa = [100 * (first_crossing(healthy[:, :e], grown_threshold(threshold, g, e)) >= 0).mean()
+                      for e in (80, 160)]
+                cells.append(f"{'':13}{fa[0]:4.1f}%  {fa[1]:5.1f}%")
+            print(f"{threshold:4.2f}  | " + " | ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,17 @@ def test_first_crossing_and_a_tiny_run(capsys):
     bench.main(["--runs", "2", "--variant", "trend"])
     out = capsys.readouterr().out
     assert "variant trend" in out and out.count("%") == 9 * 7  # 9 thresholds x (3 FA + rise + 3 scenarios)
+
+
+def test_grown_threshold_and_per_evaluation_crossing(capsys):
+    bench = _bench()
+    th = bench.grown_threshold(4.0, 0.4, 160)
+    assert th[:40].tolist() == [4.0] * 40 and th[79] == 4.4 and th[159] == 4.8
+    z = np.array([[0.0] * 40 + [4.01] + [0.0] * 39, [0.0] * 79 + [4.5]])
+    assert bench.first_crossing(z, 4.0).tolist() == [40, 79]
+    # the 41st evaluation's threshold is 4.0 + 0.4 log2(41 / 40) = 4.014 > 4.01; the 80th's is 4.4 < 4.5
+    assert bench.first_crossing(z, bench.grown_threshold(4.0, 0.4, 80)).tolist() == [-1, 79]
+    bench.main(["--runs", "2", "--warmup", "1", "--growth", "0.2", "0.4"])
+    out = capsys.readouterr().out
+    assert "warm-up 1" in out and "growth 0.40: FA 80  FA 160" in out
+    assert out.count("%") == 9 * 7 + 7 * 2 * 2  # the frontier, then 7 thresholds x 2 growths x (FA 80, FA 160)
