@@ -114,14 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     healthy, _ = traces(dataclasses.replace(suite["healthy"], n_evals=160), args.runs, args.seed, args.warmup,
                         **variant)
     others = {name: traces(suite[name], args.runs, args.seed, args.warmup, **variant) for name in
-              ("healthy_slow_rise", "hacked_slow", "hacked_fast", "collapse")}
+              ("healthy_slow_rise", "hacked_slow", "hacked_fast", "collapse") if name in suite}  # original: no rise
     label = args.variant + (f" {args.min_drop}" if args.variant == "margin" else "")
     print(f"suite {args.suite}, {args.runs} runs per scenario, seed {args.seed}, variant {label}, "
           f"warm-up {args.warmup}")
     print("z     | FA 40  FA 80  FA 160 | slow rise | slow: det delay | fast: det delay | collapse: det delay")
     for threshold in np.arange(3.0, 5.01, 0.25):
         fa = [100 * (first_crossing(healthy[:, :e], threshold) >= 0).mean() for e in (40, 80, 160)]
-        rise = 100 * (first_crossing(others["healthy_slow_rise"][0], threshold) >= 0).mean()
+        rise = (100 * (first_crossing(others["healthy_slow_rise"][0], threshold) >= 0).mean()
+                if "healthy_slow_rise" in others else math.nan)
         cells = []
         for name in ("hacked_slow", "hacked_fast", "collapse"):
             z, onset = others[name]

@@ -51,3 +51,9 @@ def test_grown_threshold_and_per_evaluation_crossing(capsys):
     out = capsys.readouterr().out
     assert "warm-up 1" in out and "growth 0.40: FA 80  FA 160" in out
     assert out.count("%") == 9 * 7 + 7 * 2 * 2  # the frontier, then 7 thresholds x 2 growths x (FA 80, FA 160)
+
+
+def test_the_original_suite_has_no_slow_rise_and_still_runs(capsys):
+    _bench().main(["--runs", "2", "--suite", "original"])
+    out = capsys.readouterr().out
+    assert "suite original" in out and out.count("nan%") == 9  # the slow-rise column, one per threshold
