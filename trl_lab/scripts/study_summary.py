@@ -226,11 +226,14 @@ def is_hacked(name: str, number: int) -> bool:
 
 
 #: Detector variants replayed on every run's own evaluations beside the detector as it ran (GoodhartCallback
-#: arguments over the run's own): a warm-up of one evaluation instead of three, and the ``glr`` scan with it.
+#: arguments over the run's own): a warm-up of one evaluation instead of three, the ``glr`` scan with it, and
+#: ``glr`` at 4.25, the threshold whose long-run false alarms hold with 0.6 per doubling (docs/goodhart.md; the
+#: study's runs have 7 evaluations or fewer, so the growth never acts on them).
 REPLAYED_DETECTORS: dict[str, dict[str, Any]] = {
     "detector_components": {"proxy_components": True},
     "detector_warmup_1": {"warmup_evals": 1},
     "glr_warmup_1": {"rule": "glr", "z_threshold": None, "patience": None, "warmup_evals": 1},
+    "glr_4.25_warmup_1": {"rule": "glr", "z_threshold": 4.25, "patience": None, "warmup_evals": 1},
 }
 
 
