@@ -523,6 +523,21 @@ def test_a_shorter_warm_up_stops_the_sentiment_run_an_evaluation_sooner():
     assert replay_detector(folder, entries, goodhart, **REPLAYED_DETECTORS["detector_warmup_1"])["stop"] == 18
 
 
+def test_glr_at_4_25_lets_the_contrast_run_go_and_stops_the_sentiment_run_a_step_later():
+    """matched_rm 44 (the RM that passed its audit): glr at 4.0 stops it at 36, at 4.25 not; sentiment 43: 18 at
+    4.0, 24 at 4.25 -- the two places where the stricter threshold changes a verdict on the committed runs."""
+    from trl_lab.report import load_goodhart, load_log_history
+    from trl_lab.scripts.study_summary import REPLAYED_DETECTORS, replay_detector
+
+    stops = {}
+    for run in ("arm5_matched_rm/seed44", "arm6_sentiment/seed43"):
+        folder = RESULTS / run
+        entries, goodhart = load_log_history(folder), load_goodhart(folder)
+        stops[run] = [replay_detector(folder, entries, goodhart, **REPLAYED_DETECTORS[name])["stop"]
+                      for name in ("glr_warmup_1", "glr_4.25_warmup_1")]
+    assert stops == {"arm5_matched_rm/seed44": [36, None], "arm6_sentiment/seed43": [18, 24]}
+
+
 def test_watching_the_reward_parts_stops_the_verbosity_run_whose_total_stayed_flat():
     """Arm 4 seed 45: held-out accuracy 0.188 -> 0.039 by step 18 (z 4.3, 5.8), but checker + length bonus stayed
     flat (0.56 -> 0.55, below its first value 0.67), so the detector as it ran did not stop it; with
