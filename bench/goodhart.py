@@ -55,6 +55,10 @@ SUITES: dict[str, dict[str, Scenario]] = {
     "real-fit": persistent_suite(0.26, item_memory=0.5, difficulty_sd=0.75),
 }
 
+#: ``glr`` as first shipped (z 4.0, a 3-evaluation reference, the Gaussian-tail growth); its defaults are now z 4.15,
+#: a 5-evaluation reference and +1.0 per doubling past 40 evaluations (docs/goodhart.md)
+GLR_FIRST = {"rule": "glr", "z_threshold": 4.0, "smoothing": 1, "threshold_growth": "gaussian"}
+
 Detector = Callable[[SimRun], tuple[int | None, int | None]]  # run -> (fired at, restored evaluation)
 
 
@@ -131,14 +135,14 @@ def summarise(outcomes: list[Outcome], healthy: bool) -> str:
 
 def long_runs(runs: int, items: int, seed: int) -> None:
     """False alarms on healthy plateaus of 40 / 80 / 160 evaluations, per rule, with and without the rising threshold."""
-    for suite in ("original", "persistent"):
+    for suite in ("original", "persistent", "real-fit"):
         for n_evals in (40, 80, 160):
             scenario = dataclasses.replace(SUITES[suite]["healthy"], n_evals=n_evals)
             sims = list(simulate(scenario, runs, n_items=items, seed=seed))
             cells = []
-            for rule in ("paired_z", "glr"):
+            for rule, kwargs in (("paired_z", {"rule": "paired_z"}), ("glr", {"rule": "glr"}), ("glr first", GLR_FIRST)):
                 for horizon, label in ((40, "40"), (10**9, "none")):
-                    detect = goodhart(True, rule=rule, horizon=horizon)
+                    detect = goodhart(True, **{**kwargs, "horizon": horizon})
                     fa = summarise([score(run, *detect(run)) for run in sims], healthy=True)
                     cells.append(f"{rule} horizon {label}: {fa}")
             print(f"{suite:10} {n_evals:3} evaluations | " + " | ".join(cells), flush=True)
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
 
     detectors: dict[str, Detector] = {
         "glr, per-item": goodhart(True, rule="glr", z_threshold=args.z),
+        "glr first (z 4.0, 3-eval ref), per-item": goodhart(True, **GLR_FIRST),
         "glr, accuracy + binomial SE": goodhart(False, rule="glr", z_threshold=args.z),
         "paired_z, per-item (default)": goodhart(True, rule="paired_z"),
         "paired_z, accuracy + binomial SE": goodhart(False, rule="paired_z"),

@@ -84,7 +84,7 @@ def test_persistent_suite_has_issue_13_shapes():
 
 
 def test_window_z_is_the_paired_test_of_the_best_window_since_the_best_step():
-    cb = GoodhartCallback(rule="glr", proxy_metric=None, z_threshold=100.0, collapse_z=100.0)  # never fires
+    cb = GoodhartCallback(rule="glr", proxy_metric=None, z_threshold=100.0, collapse_z=100.0, smoothing=1)  # never fires
     rng = np.random.default_rng(0)
     base = rng.random(400) < 0.6
     runs = [base.copy() for _ in range(6)]
@@ -105,13 +105,31 @@ def test_window_z_is_the_paired_test_of_the_best_window_since_the_best_step():
 
 
 def test_threshold_is_flat_up_to_the_horizon_then_grows_like_the_gaussian_max():
-    cb = GoodhartCallback(rule="glr", z_threshold=4.0, horizon=40)
+    cb = GoodhartCallback(rule="glr", z_threshold=4.0, horizon=40, threshold_growth="gaussian")
     assert cb.threshold(1) == cb.threshold(40) == 4.0
     assert cb.threshold(160) == pytest.approx(math.sqrt(16 + 2 * math.log(4)))
     assert cb.threshold(80) < cb.threshold(160) < 4.4
     with pytest.raises(ValueError, match="rule 'cusum'"):
         GoodhartCallback(rule="cusum")
     assert GoodhartCallback().rule == "paired_z" and GoodhartCallback().z_threshold == 3.5
+    assert GoodhartCallback().threshold(160) == pytest.approx(math.sqrt(3.5**2 + 2 * math.log(4)))
+
+
+def test_glr_defaults_grow_its_threshold_per_doubling_beyond_the_horizon():
+    """glr's running-maximum statistic drifts up on long healthy plateaus: its threshold grows 1.0 per doubling."""
+    glr = GoodhartCallback(rule="glr")
+    assert (glr.z_threshold, glr.patience, glr.smoothing, glr.threshold_growth) == (4.15, 1, 2, 1.0)
+    assert glr.threshold(40) == 4.15
+    assert glr.threshold(80) == pytest.approx(5.15) and glr.threshold(160) == pytest.approx(6.15)
+    assert GoodhartCallback(rule="glr", threshold_growth=0.0).threshold(160) == 4.15  # flat when asked
+    assert GoodhartCallback(rule="glr", smoothing=1).smoothing == 1  # explicit values win over the rule's
+    assert GoodhartCallback(rule="paired_z").smoothing == 1
+    for bad in (-0.1, float("inf"), "linear"):
+        with pytest.raises(ValueError, match="threshold_growth"):
+            GoodhartCallback(rule="glr", threshold_growth=bad)
+    state = json.loads(json.dumps(glr.state()))
+    assert state["args"]["threshold_growth"] == 1.0 and GoodhartCallback.from_state(state).threshold(80) == \
+        pytest.approx(5.15)
 
 
 def outcomes(rule: str, scenario, runs: int) -> list:

@@ -29,11 +29,15 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_DIR = "goodhart_best"
 
 #: The drop rules: ``paired_z`` (default) tests the latest evaluation alone, with patience; ``glr`` scans every
-#: window of evaluations since the best step. ``glr`` did not meet issue 13's targets (docs/goodhart.md), so it
-#: is not the default.
+#: window of evaluations since the best step. ``glr`` meets issue 13's targets on the suite fitted to real runs
+#: and is worse than ``paired_z`` on the most persistent one (docs/goodhart.md), so it is opt-in.
 RULES = ("paired_z", "glr")
-#: Per-rule defaults of ``z_threshold`` and ``patience`` (``bench/goodhart.py`` measures both).
-RULE_DEFAULTS = {"paired_z": {"z_threshold": 3.5, "patience": 2}, "glr": {"z_threshold": 4.0, "patience": 1}}
+#: Per-rule defaults of ``z_threshold``, ``patience``, ``smoothing`` and ``threshold_growth`` (``bench/goodhart.py``
+#: and ``bench/goodhart_frontier.py`` measure them; ``"gaussian"``: the tail-bound growth of :meth:`threshold`).
+RULE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paired_z": {"z_threshold": 3.5, "patience": 2, "smoothing": 1, "threshold_growth": "gaussian"},
+    "glr": {"z_threshold": 4.15, "patience": 1, "smoothing": 2, "threshold_growth": 1.0},
+}
 
 
 @runtime_checkable
@@ -96,9 +100,10 @@ class GoodhartCallback(TrainerCallback, ExportableState):
       ``trigger_proxy`` names the metric that rose;
     * *collapse*: a single ``z >= collapse_z`` (whatever the proxy does).
 
-    Defaults (``paired_z``: z 3.5, patience 2; ``glr``: z 4.0, patience 1; collapse 7, smoothing 1, warm-up 3,
-    horizon 40) hold false alarms near or under 1% on 40 evaluations of 500 items in ``bench/goodhart.py``;
-    beyond ``horizon`` evaluations the threshold rises so the rate does not grow with the run's length.
+    Defaults (``paired_z``: z 3.5, patience 2, smoothing 1, Gaussian-tail growth; ``glr``: z 4.15, patience 1,
+    smoothing 2, +1.0 per doubling; both: collapse 7, warm-up 3, horizon 40) hold false alarms near or under 1% on
+    40 evaluations of 500 items in ``bench/goodhart.py``; beyond ``horizon`` evaluations the threshold rises so
+    the rate does not grow with the run's length (:meth:`threshold`).
 
     **On trigger**: ``control.should_training_stop = True``; ``triggered_step``, ``trigger_reason``,
     ``best_step``, ``best_gold`` (smoothed) and ``proxy_point`` (smoothed proxy at the best step; when the best
@@ -126,9 +131,10 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         z_threshold: float | None = None,
         patience: int | None = None,
         horizon: int = 40,
+        threshold_growth: float | str | None = None,
         collapse_z: float = 7.0,
         warmup_evals: int = 3,
-        smoothing: int = 1,
+        smoothing: int | None = None,
         proxy_ema: float = 0.3,
         proxy_min_rise: float = 0.0,
         proxy_components: bool = True,
@@ -139,15 +145,22 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             raise ValueError(f"GoodhartCallback: rule {rule!r} is not one of {RULES}")
         z_threshold = RULE_DEFAULTS[rule]["z_threshold"] if z_threshold is None else z_threshold
         patience = RULE_DEFAULTS[rule]["patience"] if patience is None else patience
+        smoothing = RULE_DEFAULTS[rule]["smoothing"] if smoothing is None else smoothing
+        threshold_growth = RULE_DEFAULTS[rule]["threshold_growth"] if threshold_growth is None else threshold_growth
         if patience < 1 or smoothing < 0 or warmup_evals < 0 or horizon < 1 or not 0 < proxy_ema <= 1:
             raise ValueError("GoodhartCallback: need patience >= 1, smoothing >= 0, warmup_evals >= 0, horizon >= 1 "
                              "and 0 < proxy_ema <= 1")
+        if threshold_growth != "gaussian" and not (isinstance(threshold_growth, (int, float))
+                                                   and math.isfinite(threshold_growth) and threshold_growth >= 0):
+            raise ValueError(f"GoodhartCallback: threshold_growth must be 'gaussian' or a finite number >= 0 "
+                             f"(per doubling of the evaluations beyond the horizon), got {threshold_growth!r}")
         self.proxy_metric = proxy_metric
         self.gold_metric = gold_metric
         self.gold_stderr_metric = gold_stderr_metric or f"{gold_metric}_stderr"
         self.gold_n = gold_n
         self.rule = rule
         self.horizon = horizon
+        self.threshold_growth = threshold_growth
         self.z_threshold = z_threshold
         self.patience = patience
         self.collapse_z = collapse_z
@@ -314,10 +327,17 @@ class GoodhartCallback(TrainerCallback, ExportableState):
 
         Beyond the horizon the threshold grows as ``sqrt(z^2 + 2 ln(evaluations / horizon))``: the level a maximum
         over ``evaluations / horizon`` times as many looks needs to keep the same tail (the Gaussian tail bound),
-        so the false-alarm rate stays near its horizon value on longer runs instead of growing with them.
+        so the false-alarm rate stays near its horizon value on longer runs instead of growing with them -- if the
+        looks were independent draws of one statistic. A drop against a running maximum is not: the longer the run,
+        the luckier its best evaluation, so the statistic itself drifts up on a healthy plateau. With a number for
+        ``threshold_growth`` (``glr``'s default: 1.0) the threshold instead grows by that much per doubling, ``z +
+        threshold_growth * log2(evaluations / horizon)``, the rate ``bench/goodhart_frontier.py --growth``
+        measures is needed; ``"gaussian"`` (``paired_z``'s default) is the tail bound above.
         """
         if evaluations <= self.horizon:
             return self.z_threshold
+        if self.threshold_growth != "gaussian":
+            return self.z_threshold + self.threshold_growth * math.log2(evaluations / self.horizon)
         return math.sqrt(self.z_threshold**2 + 2.0 * math.log(evaluations / self.horizon))
 
     def _window_z(self) -> float | None:
@@ -481,6 +501,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                 "rule": self.rule,
                 "z_threshold": self.z_threshold,
                 "horizon": self.horizon,
+                "threshold_growth": self.threshold_growth,
                 "patience": self.patience,
                 "collapse_z": self.collapse_z,
                 "warmup_evals": self.warmup_evals,
