@@ -185,6 +185,18 @@ def test_headline_marks_the_detector_stop_and_the_restored_step(tmp_path):
         "train reward (mean of 5 steps)", "held-out accuracy (8 items)"]
     assert [t.get_text() for t in right.get_legend().get_texts()][2:] == [
         "detector stops (step 5)", "restored (step 0)"]
+    # an audited run also shows its truth: the audit set's accuracy at each audited step
+    (hacked / "audit.json").write_text(json.dumps({"audit_size": 16, "steps": {
+        "0": {"accuracy": 0.5, "correct": [True] * 8 + [False] * 8},
+        "5": {"accuracy": 0.125, "correct": [True] * 2 + [False] * 14}}}))
+    fig = study_summary.write_headline([("hacked", hacked)], tmp_path / "audited.png")
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "audit accuracy (16 other questions)" in labels
+    truth = ax.lines[labels.index("audit accuracy (16 other questions)")]
+    assert list(truth.get_xdata()) == [0, 5] and list(truth.get_ydata()) == [0.5, 0.125]
+    fig = study_summary.write_headline([("healthy", healthy), ("hacked", hacked)], tmp_path / "headline.png")
+    left, right = fig.axes
     reward = right.lines[0].get_ydata()
     assert list(reward) == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])  # running mean of up to 5 steps
     # a learned RM's score (off [0, 1]) is drawn on its own right-hand axis, still in the one legend

@@ -232,8 +232,16 @@ def is_hacked(name: str, number: int) -> bool:
 REPLAYED_DETECTORS: dict[str, dict[str, Any]] = {
     "detector_components": {"proxy_components": True},
     "detector_warmup_1": {"warmup_evals": 1},
-    "glr_warmup_1": {"rule": "glr", "z_threshold": None, "patience": None, "warmup_evals": 1},
-    "glr_4.25_warmup_1": {"rule": "glr", "z_threshold": 4.25, "patience": None, "warmup_evals": 1},
+    # glr as first shipped (z 4.0, a 3-evaluation reference), and at z 4.25
+    "glr_warmup_1": {"rule": "glr", "z_threshold": 4.0, "patience": 1, "smoothing": 1, "threshold_growth": "gaussian",
+                     "warmup_evals": 1},
+    "glr_4.25_warmup_1": {"rule": "glr", "z_threshold": 4.25, "patience": 1, "smoothing": 1,
+                          "threshold_growth": "gaussian", "warmup_evals": 1},
+    # glr's defaults now (z 4.15, a 5-evaluation reference, +1.0 per doubling past 40 evaluations)
+    "glr_tuned": {"rule": "glr", "z_threshold": None, "patience": None, "smoothing": None,
+                  "threshold_growth": None, "warmup_evals": 3},
+    "glr_tuned_warmup_1": {"rule": "glr", "z_threshold": None, "patience": None, "smoothing": None,
+                           "threshold_growth": None, "warmup_evals": 1},
 }
 
 
@@ -441,7 +449,8 @@ def _smoothed(values: list[float], window: int = 5) -> list[float]:
 
 def write_headline(runs: list[tuple[str, str | Path]], out_png: str | Path, *, dpi: int = 110) -> Any:
     """Runs side by side, one panel each: train reward (mean of the last 5 steps) and held-out accuracy against the
-    step, with the Goodhart detector's stop and the step it restored marked. ``runs``: ``(title, run folder)``."""
+    step, with the Goodhart detector's stop and the step it restored marked, and the audit set's accuracy (the
+    truth the detector never sees) for an audited run. ``runs``: ``(title, run folder)``."""
     from matplotlib.figure import Figure
 
     from trl_lab.report import wilson_interval
@@ -463,6 +472,10 @@ def write_headline(runs: list[tuple[str, str | Path]], out_png: str | Path, *, d
         if n:
             low, high = zip(*(wilson_interval(a, n) for a in acc))
             ax.fill_between(steps, low, high, color="tab:green", alpha=0.15)
+        audit, audit_n = _audit(Path(run))
+        if audit:  # the truth: other questions, scored offline on the adapters saved along the run
+            ax.plot(list(audit), list(audit.values()), color="black", marker="s", markersize=4, linestyle=":",
+                    label=f"audit accuracy ({audit_n} other questions)")
         goodhart = load_goodhart(run) or {}
         if goodhart.get("triggered_step") is not None:
             ax.axvline(goodhart["triggered_step"], color="tab:red", linestyle="--",
