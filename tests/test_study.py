@@ -620,3 +620,50 @@ def test_health_replay_recomputes_distinct_answers_from_the_kept_answers(tmp_pat
     steps, logged, warnings = replay_run(tmp_path)
     assert steps == [0, 6] and logged == {"diversity_collapse"}
     assert [(w["signal"], w["step"], w["value"]) for w in warnings] == [("diversity_collapse", 6, 0.3)]
+
+
+def _with_answers(folder, text_by_index):
+    """Give a fake run's held-out rows completion texts (the rerun check compares the text of every answer)."""
+    for table in (folder / "heldout").glob("step_*.jsonl"):
+        rows = [json.loads(line) for line in table.read_text().splitlines()]
+        for row in rows:
+            row["completion"] = text_by_index(row["step"], row["index"])
+        table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    for e in lines:
+        if "reward" in e:
+            e["loss"] = 0.1 * e["step"]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+
+def test_a_rerun_that_reproduces_the_run_lends_it_its_audit_and_any_difference_refuses(tmp_path):
+    from trl_lab.scripts import study_rerun
+
+    correct = {0: [True, False, True, False], 6: [False, False, True, False]}
+    original, rerun = tmp_path / "docs" / "seed1", tmp_path / "outputs" / "seed1"
+    for folder in (original, rerun):
+        _fake_run(folder, 1, correct, [0.2, 0.4, 0.6])
+        _with_answers(folder, lambda step, i: f"answer {step}/{i}")
+    (rerun / "audit.json").write_text(json.dumps({"audit_size": 8, "steps": {"0": {"accuracy": 0.5}}}))
+    (rerun / "study_run.json").write_text(json.dumps({"command": "python -m trl_lab.scripts.study --arm x --seed 1"}))
+    record = study_rerun.main([str(original), str(rerun)])
+    assert json.loads((original / "audit.json").read_text())["audit_size"] == 8
+    saved = json.loads((original / "rerun.json").read_text())
+    assert saved["heldout_identical"] == {"0": {"items": 4, "same_completion": 4, "same_correct": 4},
+                                          "6": {"items": 4, "same_completion": 4, "same_correct": 4}}
+    assert saved["command"].endswith("--seed 1") and record["train_steps_compared"] == 3
+    # One answer worded differently, or a train reward off by more than the tolerance: two runs, nothing copied.
+    (original / "audit.json").unlink()
+    _with_answers(rerun, lambda step, i: "another answer" if (step, i) == (6, 2) else f"answer {step}/{i}")
+    with pytest.raises(ValueError, match=r"step_000006.jsonl, item 2: the rerun answered differently"):
+        study_rerun.compare_runs(original, rerun)
+    with pytest.raises(SystemExit, match="nothing copied"):
+        study_rerun.main([str(original), str(rerun)])
+    assert not (original / "audit.json").exists()
+    _with_answers(rerun, lambda step, i: f"answer {step}/{i}")
+    lines = [json.loads(line) for line in (rerun / "metrics.jsonl").read_text().splitlines()]
+    lines[1]["reward"] += 0.01
+    (rerun / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    with pytest.raises(ValueError, match=r"metrics.jsonl step 2: reward"):
+        study_rerun.compare_runs(original, rerun)
+    assert study_rerun.compare_runs(original, rerun, tolerance=0.1)["max_abs_diff/reward"] == pytest.approx(0.01)

@@ -1,0 +1,109 @@
+"""Adopt a rerun's audit for a committed study run, once the rerun is shown to be the same run (issue 15).
+
+    python -m trl_lab.scripts.study --arm flawed_rm --seed 42 --cpu_bf16 false      # rerun, with its audit
+    python -m trl_lab.scripts.study_rerun docs/results/study/arm5_flawed_rm/seed42 outputs/study/arm5_flawed_rm/seed42
+
+A study run's truth is its audit, scored on the adapters saved along the run; where those were lost before the
+audit was committed, only a rerun can be audited. A rerun is a different run unless it reproduces the original: the
+fp32 runs do, across CPUs (the bf16 kernels of AVX512-BF16 and AMX round differently, so bf16 runs do not). This
+compares the two folders' held-out answers (``heldout/step_*.jsonl``: the text and the verdict of every answer at
+every evaluation), their train logs (reward, loss, completion length per step) and the Goodhart detector's verdict.
+Only when every held-out answer is the same text and the train logs agree within ``--tolerance`` does it copy the
+rerun's ``audit.json`` into the original folder, beside ``rerun.json`` (the comparison, the rerun's command and its
+``study_run.json``); otherwise it exits with the first difference and copies nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["compare_runs", "main"]
+
+#: Train-log keys compared step by step.
+TRAIN_KEYS = ("reward", "loss", "completions/mean_length")
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _verdict(run: Path) -> int | None:
+    path = run / "goodhart.json"
+    return json.loads(path.read_text()).get("triggered_step") if path.is_file() else None
+
+
+def compare_runs(original: str | Path, rerun: str | Path, *, tolerance: float = 1e-4) -> dict[str, Any]:
+    """The comparison of two run folders; raises ``ValueError`` naming the first difference that makes them two runs."""
+    original, rerun = Path(original), Path(rerun)
+    tables = sorted(p.name for p in (original / "heldout").glob("step_*.jsonl"))
+    if not tables:
+        raise ValueError(f"{original}: no held-out answers (heldout/step_*.jsonl) to compare")
+    heldout: dict[str, dict[str, int]] = {}
+    for name in tables:
+        theirs = rerun / "heldout" / name
+        if not theirs.is_file():
+            raise ValueError(f"{rerun}: no heldout/{name}: the rerun did not evaluate where the original did")
+        a, b = _jsonl(original / "heldout" / name), _jsonl(theirs)
+        if len(a) != len(b):
+            raise ValueError(f"heldout/{name}: {len(a)} answers in the original, {len(b)} in the rerun")
+        for x, y in zip(a, b):
+            if x["index"] != y["index"] or x.get("completion") != y.get("completion"):
+                raise ValueError(f"heldout/{name}, item {x['index']}: the rerun answered differently "
+                                 f"({x.get('completion')!r:.80} vs {y.get('completion')!r:.80}): not the same run")
+        heldout[str(int(name[5:11]))] = {"items": len(a), "same_completion": len(a),
+                                         "same_correct": sum(x["correct"] == y["correct"] for x, y in zip(a, b))}
+    train_a = [e for e in _jsonl(original / "metrics.jsonl") if "loss" in e]
+    train_b = {e["step"]: e for e in _jsonl(rerun / "metrics.jsonl") if "loss" in e}
+    worst = dict.fromkeys(TRAIN_KEYS, 0.0)
+    for entry in train_a:
+        other = train_b.get(entry["step"])
+        if other is None:
+            raise ValueError(f"metrics.jsonl: the rerun logged no training step {entry['step']}")
+        for key in TRAIN_KEYS:
+            if key in entry:
+                worst[key] = max(worst[key], abs(float(entry[key]) - float(other[key])))
+                if worst[key] > tolerance:
+                    raise ValueError(f"metrics.jsonl step {entry['step']}: {key} {entry[key]} vs {other[key]} "
+                                     f"(tolerance {tolerance}): not the same run")
+    verdicts = [_verdict(original), _verdict(rerun)]
+    if verdicts[0] != verdicts[1]:
+        raise ValueError(f"goodhart.json: the detector stopped the original at {verdicts[0]} and the rerun at "
+                         f"{verdicts[1]}")
+    return {"heldout_identical": heldout, "train_steps_compared": len(train_a),
+            **{f"max_abs_diff/{key}": value for key, value in worst.items()}, "goodhart_triggered_step": verdicts}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("original", help="the committed run folder (docs/results/study/arm*/seed*)")
+    parser.add_argument("rerun", help="the rerun's folder, audited (outputs/study/arm*/seed*)")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest difference allowed in a train-log value (reward, loss, length)")
+    args = parser.parse_args(argv)
+    original, rerun = Path(args.original), Path(args.rerun)
+    if not (rerun / "audit.json").is_file():
+        parser.error(f"{rerun}: no audit.json (python -m trl_lab.scripts.study_audit {rerun})")
+    try:
+        record = compare_runs(original, rerun, tolerance=args.tolerance)
+    except ValueError as err:
+        sys.exit(f"study_rerun: {err}; nothing copied")
+    run_info = json.loads((rerun / "study_run.json").read_text()) if (rerun / "study_run.json").is_file() else {}
+    record = {"why": "the original's adapters were lost before its audit was committed; this rerun reproduced it "
+                     "answer for answer, so its audit is the original's truth",
+              "command": run_info.get("command"), "date": datetime.date.today().isoformat(), **record,
+              "rerun_study_run": run_info}
+    shutil.copy(rerun / "audit.json", original / "audit.json")
+    (original / "rerun.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{original}: same run ({sum(v['items'] for v in record['heldout_identical'].values())} held-out answers "
+          f"identical); audit.json and rerun.json written")
+    return record
+
+
+if __name__ == "__main__":
+    main()
