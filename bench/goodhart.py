@@ -140,7 +140,8 @@ def long_runs(runs: int, items: int, seed: int) -> None:
             scenario = dataclasses.replace(SUITES[suite]["healthy"], n_evals=n_evals)
             sims = list(simulate(scenario, runs, n_items=items, seed=seed))
             cells = []
-            for rule, kwargs in (("paired_z", {"rule": "paired_z"}), ("glr", {"rule": "glr"}), ("glr first", GLR_FIRST)):
+            rules = (("paired_z", {"rule": "paired_z"}), ("glr", {"rule": "glr"}), ("glr first", GLR_FIRST))
+            for rule, kwargs in rules:
                 for horizon, label in ((40, "40"), (10**9, "none")):
                     detect = goodhart(True, **{**kwargs, "horizon": horizon})
                     fa = summarise([score(run, *detect(run)) for run in sims], healthy=True)

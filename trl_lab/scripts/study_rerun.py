@@ -23,43 +23,37 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trl_lab.report import load_goodhart, load_log_history
+from trl_lab.scripts.study_summary import _heldout_rows
+
 __all__ = ["compare_runs", "main"]
 
 #: Train-log keys compared step by step.
 TRAIN_KEYS = ("reward", "loss", "completions/mean_length")
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _verdict(run: Path) -> int | None:
-    path = run / "goodhart.json"
-    return json.loads(path.read_text()).get("triggered_step") if path.is_file() else None
-
-
 def compare_runs(original: str | Path, rerun: str | Path, *, tolerance: float = 1e-4) -> dict[str, Any]:
     """The comparison of two run folders; raises ``ValueError`` naming the first difference that makes them two runs."""
     original, rerun = Path(original), Path(rerun)
-    tables = sorted(p.name for p in (original / "heldout").glob("step_*.jsonl"))
-    if not tables:
+    steps = sorted(int(p.stem[len("step_"):]) for p in (original / "heldout").glob("step_*.jsonl"))
+    if not steps:
         raise ValueError(f"{original}: no held-out answers (heldout/step_*.jsonl) to compare")
     heldout: dict[str, dict[str, int]] = {}
-    for name in tables:
-        theirs = rerun / "heldout" / name
-        if not theirs.is_file():
+    for step in steps:
+        name = f"step_{step:06d}.jsonl"
+        a, b = _heldout_rows(original, step), _heldout_rows(rerun, step)
+        if b is None:
             raise ValueError(f"{rerun}: no heldout/{name}: the rerun did not evaluate where the original did")
-        a, b = _jsonl(original / "heldout" / name), _jsonl(theirs)
         if len(a) != len(b):
             raise ValueError(f"heldout/{name}: {len(a)} answers in the original, {len(b)} in the rerun")
         for x, y in zip(a, b):
             if x["index"] != y["index"] or x.get("completion") != y.get("completion"):
                 raise ValueError(f"heldout/{name}, item {x['index']}: the rerun answered differently "
                                  f"({x.get('completion')!r:.80} vs {y.get('completion')!r:.80}): not the same run")
-        heldout[str(int(name[5:11]))] = {"items": len(a), "same_completion": len(a),
-                                         "same_correct": sum(x["correct"] == y["correct"] for x, y in zip(a, b))}
-    train_a = [e for e in _jsonl(original / "metrics.jsonl") if "loss" in e]
-    train_b = {e["step"]: e for e in _jsonl(rerun / "metrics.jsonl") if "loss" in e}
+        heldout[str(step)] = {"items": len(a), "same_completion": len(a),
+                              "same_correct": sum(x["correct"] == y["correct"] for x, y in zip(a, b))}
+    train_a = [e for e in load_log_history(original) if "loss" in e]
+    train_b = {e["step"]: e for e in load_log_history(rerun) if "loss" in e}
     worst = dict.fromkeys(TRAIN_KEYS, 0.0)
     for entry in train_a:
         other = train_b.get(entry["step"])
@@ -71,7 +65,7 @@ def compare_runs(original: str | Path, rerun: str | Path, *, tolerance: float = 
                 if worst[key] > tolerance:
                     raise ValueError(f"metrics.jsonl step {entry['step']}: {key} {entry[key]} vs {other[key]} "
                                      f"(tolerance {tolerance}): not the same run")
-    verdicts = [_verdict(original), _verdict(rerun)]
+    verdicts = [(load_goodhart(run) or {}).get("triggered_step") for run in (original, rerun)]
     if verdicts[0] != verdicts[1]:
         raise ValueError(f"goodhart.json: the detector stopped the original at {verdicts[0]} and the rerun at "
                          f"{verdicts[1]}")
