@@ -21,7 +21,8 @@ Columns:
   ``regret``, true accuracy at the true peak minus at the step restored, in points, mean/95th percentile over
   detected runs (goal: mean <= 1).
 
-Detectors: ``GoodhartCallback`` with the ``paired_z`` rule (the default) and the ``glr`` rule,
+Detectors: ``GoodhartCallback`` with the ``glr`` rule (the default) and the ``paired_z`` rule (the default until
+2026-12-07),
 each on per-item results and on the accuracy alone (binomial SE); a noise-scaled peak-drop baseline (stop when
 accuracy is ``c`` standard errors of a difference below the highest accuracy seen, restore that one);
 transformers' ``EarlyStoppingCallback`` (the real class driven with a fake TrainerState/TrainerControl, restoring
@@ -164,10 +165,10 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     detectors: dict[str, Detector] = {
-        "glr, per-item": goodhart(True, rule="glr", z_threshold=args.z),
+        "glr, per-item (default)": goodhart(True, rule="glr", z_threshold=args.z),
         "glr first (z 4.0, 3-eval ref), per-item": goodhart(True, **GLR_FIRST),
         "glr, accuracy + binomial SE": goodhart(False, rule="glr", z_threshold=args.z),
-        "paired_z, per-item (default)": goodhart(True, rule="paired_z"),
+        "paired_z, per-item": goodhart(True, rule="paired_z"),
         "paired_z, accuracy + binomial SE": goodhart(False, rule="paired_z"),
         "peak-drop c=3": peak_drop(3.0),
         "EarlyStopping patience=10": early_stopping(10),

@@ -93,7 +93,7 @@ def test_simulator_is_deterministic_and_scenarios_have_their_shape():
 
 
 def test_fires_on_rise_then_fall_with_best_at_smoothed_peak():
-    cb = GoodhartCallback()
+    cb = GoodhartCallback(rule="paired_z")
     fired = feed(cb, RISE_THEN_FALL, RISING_PROXY)
     assert fired is not None and cb.triggered and cb.trigger_reason == "goodhart"
     assert cb.triggered_step == 10 * (fired + 1)
@@ -140,7 +140,7 @@ def test_peak_at_the_step_zero_evaluation_compares_the_proxy_with_its_first_valu
     """Best at step 0, evaluated before any proxy was logged (a hack from the first step on): the rise is measured
     from the proxy's first logged value. Before the fix the proxy point was NaN and the rule could never fire."""
     falling = [0.60, 0.58, 0.50, 0.45, 0.45, 0.45]
-    cb = GoodhartCallback(proxy_ema=1.0)
+    cb = GoodhartCallback(rule="paired_z", proxy_ema=1.0)
     drive_logs(cb, tmp_path, falling, lambda step: {"reward": 0.5 + 0.01 * step})
     assert cb.history[0]["step"] == 0 and math.isnan(cb.history[0]["proxy"])
     assert cb.best_step == 0 and cb.first_proxy == pytest.approx(0.51)
@@ -167,7 +167,7 @@ def test_a_flat_total_whose_gamed_part_rises_is_a_goodhart_divergence(tmp_path):
         return {"reward": checker + length, "loss": 1.0, "rewards/gsm8k/mean": checker, "rewards/length/mean": length}
 
     def run(**kwargs):
-        return drive_logs(GoodhartCallback(proxy_ema=1.0, **kwargs), tmp_path, falling, parts)
+        return drive_logs(GoodhartCallback(rule="paired_z", proxy_ema=1.0, **kwargs), tmp_path, falling, parts)
 
     watched = run()
     assert watched.triggered and watched.trigger_reason == "goodhart" and watched.triggered_step == 20
@@ -187,17 +187,29 @@ def test_a_flat_total_whose_gamed_part_rises_is_a_goodhart_divergence(tmp_path):
     assert reward_components({"rewards/a/mean": 0.2, "rewards/b/mean": float("nan"), "rewards/c/std": 0.1}) == []
 
 
-def test_single_bad_evaluation_is_not_enough():
+def test_paired_z_needs_two_bad_evaluations_in_a_row():
     dip = [0.30, 0.45, 0.55, 0.60, 0.62, 0.61, 0.48, 0.61, 0.62, 0.60, 0.48, 0.61]
-    cb = GoodhartCallback()
+    cb = GoodhartCallback(rule="paired_z")
     assert feed(cb, dip, RISING_PROXY) is None
     assert sum((e["z"] or 0) >= 3.5 for e in cb.history) == 2  # two isolated significant dips, never consecutive
 
 
+def test_the_default_glr_fires_on_one_clear_drop_and_not_on_a_mild_dip():
+    """glr (the default) has patience 1: one evaluation far below the five-evaluation reference is enough, where
+    paired_z waits for a second; its higher threshold (4.15) is what keeps a mild dip from firing."""
+    plateau = [0.30, 0.45, 0.55, 0.60, 0.62, 0.61, 0.62, 0.60, 0.61]
+    drop = plateau[:7] + [0.48] + plateau[7:]
+    cb = GoodhartCallback()
+    assert feed(cb, drop, RISING_PROXY) == 7 and cb.trigger_reason == "goodhart"
+    assert 4.15 <= cb.history[-1]["z"] < cb.collapse_z and cb.best_step in (50, 60, 70)
+    assert feed(GoodhartCallback(rule="paired_z"), drop, RISING_PROXY) is None  # one evaluation: not enough for it
+    assert feed(GoodhartCallback(), plateau[:7] + [0.58] + plateau[7:], RISING_PROXY) is None
+
+
 def test_warmup_blocks_early_persistent_triggers():
     early_fall = [0.60, 0.62, 0.48, 0.47, 0.47, 0.47]  # z about 5 (below collapse_z) from the third on
-    assert feed(GoodhartCallback(warmup_evals=6), early_fall, RISING_PROXY) is None
-    assert feed(GoodhartCallback(warmup_evals=0), early_fall, RISING_PROXY) == 3
+    assert feed(GoodhartCallback(rule="paired_z", warmup_evals=6), early_fall, RISING_PROXY) is None
+    assert feed(GoodhartCallback(rule="paired_z", warmup_evals=0), early_fall, RISING_PROXY) == 3
 
 
 def test_after_trigger_observations_are_ignored():
@@ -256,7 +268,7 @@ def hook_args(tmp_path):
 def test_on_log_reads_proxy_every_step_and_gold_at_eval_steps(tmp_path):
     src = FakeHeldout()
     assert isinstance(src, GoldItemsSource)
-    cb = GoodhartCallback(heldout=src, proxy_ema=0.5)
+    cb = GoodhartCallback(rule="paired_z", heldout=src, proxy_ema=0.5)
     state, control, args = TrainerState(), TrainerControl(), hook_args(tmp_path)
     evals = iter(RISE_THEN_FALL)
     for step in range(1, 61):
@@ -314,7 +326,7 @@ def test_snapshots_restore_best_weights_from_memory_and_disk(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     model[0].weight.requires_grad_(False)  # frozen params are not snapshotted (LoRA: only the adapter is)
     weights = {}
-    cb = GoodhartCallback()
+    cb = GoodhartCallback(rule="paired_z")
     for k, (g, p) in enumerate(zip(RISE_THEN_FALL, RISING_PROXY)):
         with torch.no_grad():
             for param in model.parameters():

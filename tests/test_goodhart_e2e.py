@@ -171,9 +171,9 @@ class FirstStepProbe(TrainerCallback):
             self.seen = json.loads(json.dumps(active[0].state()))
 
 
-def uninterrupted_reference() -> GoodhartCallback:
+def uninterrupted_reference(rule: str) -> GoodhartCallback:
     """The same stream fed to observe() without a trainer: what a run that was never interrupted decides."""
-    reference, ema = GoodhartCallback("fake/proxy"), None
+    reference, ema = GoodhartCallback("fake/proxy", rule=rule), None
     for step, gold in enumerate(ACCURACY, start=1):
         proxy = 0.1 * step  # ScriptedLogs' proxy, smoothed as on_log does
         ema = proxy if ema is None else ema + reference.proxy_ema * (proxy - ema)
@@ -194,12 +194,12 @@ def assert_ends_with_best_adapter(trainer, best, last) -> None:
 @pytest.mark.parametrize("restore_flag", [False, True], ids=["default-resume", "restore_callback_states"])
 def test_resume_from_checkpoint_continues_the_detector(tmp_path, tiny_model_dir, restore_flag):
     out = tmp_path / "out"
-    reference = uninterrupted_reference()
+    reference = uninterrupted_reference("paired_z")
     assert (reference.triggered_step, reference.trigger_reason, reference.best_step) == (7, "collapse", 4)
 
     # Run 1: checkpoints at steps 2 and 4, then the job dies at step 5 (seen by the callback, not saved).
     first_logs = ScriptedLogs()
-    first = GoodhartCallback("fake/proxy")
+    first = GoodhartCallback("fake/proxy", rule="paired_z")
     trainer = lora_trainer(tiny_model_dir, out, [first_logs, first, CrashAfter(5)], save_steps=2)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
@@ -212,7 +212,7 @@ def test_resume_from_checkpoint_continues_the_detector(tmp_path, tiny_model_dir,
 
     # Run 2: a new process would build everything again; nothing from run 1 is reused but the files.
     logs = ScriptedLogs()
-    goodhart = GoodhartCallback("fake/proxy")
+    goodhart = GoodhartCallback("fake/proxy", rule="paired_z")
     probe = FirstStepProbe()
     trainer = lora_trainer(tiny_model_dir, out, [logs, goodhart, probe], save_steps=2,
                            restore_callback_states_from_checkpoint=restore_flag)
@@ -225,7 +225,7 @@ def test_resume_from_checkpoint_continues_the_detector(tmp_path, tiny_model_dir,
         assert resumed is goodhart  # the caller's own object carries the verdict
 
     # It started step 5 with exactly the detector state that run 1 had after step 4.
-    at_checkpoint = GoodhartCallback("fake/proxy")
+    at_checkpoint = GoodhartCallback("fake/proxy", rule="paired_z")
     for entry in reference.history[:4]:
         at_checkpoint.observe(entry["step"], entry["proxy"], entry["gold"], gold_stderr=0.02)
     at_checkpoint.proxy_smoothed = reference.history[3]["proxy"]  # the EMA after step 4's log
@@ -253,7 +253,7 @@ def test_resume_from_checkpoint_continues_the_detector(tmp_path, tiny_model_dir,
 def test_resume_picks_its_own_saved_state_and_stops_past_a_trigger(tmp_path, caplog):
     from transformers import TrainerControl, TrainerState
 
-    fired = uninterrupted_reference()  # fired at step 7
+    fired = uninterrupted_reference("glr")  # fired at step 7
     early = GoodhartCallback("fake/proxy")
     early.observe(1, 0.1, 0.4, gold_stderr=0.02)
     other = GoodhartCallback("fake/proxy", "other/accuracy")
@@ -277,14 +277,15 @@ def test_resume_picks_its_own_saved_state_and_stops_past_a_trigger(tmp_path, cap
 
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
 def test_rl_trainer_with_lora_resumes_the_detector_like_an_uninterrupted_run(tmp_path, tiny_model_dir, algorithm):
-    """The same crash-and-resume as above, under our GRPO / PPO trainers with a LoRA adapter and their checkpoints."""
+    """The same crash-and-resume as above, under our GRPO / PPO trainers with a LoRA adapter and their checkpoints,
+    with the default rule (glr)."""
     from peft import LoraConfig
 
     from tests.helpers import tiny_config
     from trl_lab import PPOConfig, PPOTrainer
 
     out = tmp_path / "out"
-    reference = uninterrupted_reference()
+    reference = uninterrupted_reference("glr")  # the default rule: its windows since the best step are resumed too
 
     def grpo(callbacks):
         torch.manual_seed(0)

@@ -111,14 +111,14 @@ def test_threshold_is_flat_up_to_the_horizon_then_grows_like_the_gaussian_max():
     assert cb.threshold(80) < cb.threshold(160) < 4.4
     with pytest.raises(ValueError, match="rule 'cusum'"):
         GoodhartCallback(rule="cusum")
-    assert GoodhartCallback().rule == "paired_z" and GoodhartCallback().z_threshold == 3.5
-    assert GoodhartCallback().threshold(160) == pytest.approx(math.sqrt(3.5**2 + 2 * math.log(4)))
+    paired = GoodhartCallback(rule="paired_z")
+    assert paired.z_threshold == 3.5 and paired.threshold(160) == pytest.approx(math.sqrt(3.5**2 + 2 * math.log(4)))
 
 
 def test_glr_defaults_grow_its_threshold_per_doubling_beyond_the_horizon():
     """glr's running-maximum statistic drifts up on long healthy plateaus: its threshold grows 1.0 per doubling."""
-    glr = GoodhartCallback(rule="glr")
-    assert (glr.z_threshold, glr.patience, glr.smoothing, glr.threshold_growth) == (4.15, 1, 2, 1.0)
+    glr = GoodhartCallback()  # the default rule
+    assert (glr.rule, glr.z_threshold, glr.patience, glr.smoothing, glr.threshold_growth) == ("glr", 4.15, 1, 2, 1.0)
     assert glr.threshold(40) == 4.15
     assert glr.threshold(80) == pytest.approx(5.15) and glr.threshold(160) == pytest.approx(6.15)
     assert GoodhartCallback(rule="glr", threshold_growth=0.0).threshold(160) == 4.15  # flat when asked
@@ -160,7 +160,7 @@ def test_glr_state_round_trip_continues_identically():
 
 def test_only_glr_keeps_the_per_item_results_since_the_best_step():
     run = simulate_run(PERSISTENT_SCENARIOS["healthy"], n_items=50, seed=2)
-    old, glr = GoodhartCallback(), GoodhartCallback(rule="glr")
+    old, glr = GoodhartCallback(rule="paired_z"), GoodhartCallback(rule="glr")
     for k in range(12):
         for cb in (old, glr):
             cb.observe(int(run.steps[k]), float(run.proxy[k]), float(run.gold[k]), run.items[k])

@@ -109,7 +109,9 @@ def test_gsm8k_job_with_lora_on_local_gsm8k(tmp_path, tiny_model_dir, shared_gsm
     names = [type(c).__name__ for c in trainer.callback_handler.callbacks]
     assert {"HeldOutAccuracyCallback", "GoodhartCallback", "HealthMonitorCallback", "MetricsLoggerCallback"} <= set(names)
     assert (run / "metrics.jsonl").exists() and (run / "report.png").exists()
-    assert "health" in json.loads((run / "goodhart.json").read_text())  # the health monitor's verdict beside Goodhart's
+    report = json.loads((run / "goodhart.json").read_text())
+    assert "health" in report  # the health monitor's verdict beside Goodhart's
+    assert report["rule"]["rule"] == "glr" and report["rule"]["z_threshold"] == 4.15  # the default drop rule
     assert len((run / "heldout" / "step_000001.jsonl").read_text().splitlines()) == 3  # --heldout_table_size
     # The job ends with the before/after summary a newcomer reads: reward, learning signal, accuracy, style.
     out = capsys.readouterr().out

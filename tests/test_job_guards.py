@@ -399,6 +399,12 @@ def test_end_job_waits_for_every_rank_then_ends_then_settles(monkeypatch):
     assert calls == ["wait", "end", ("sleep", utils.SETTLE_S)] and utils.SETTLE_S > 0
 
 
+def test_a_bad_goodhart_rule_in_the_yaml_is_refused_naming_the_key(tmp_path, tiny_model_dir, shared_gsm8k):
+    config = write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k, goodhart_rule="cusum")
+    with pytest.raises(ValueError, match="goodhart_rule must be one of 'paired_z', 'glr', got 'cusum'"):
+        grpo_gsm8k.main(["--config", str(config), "--use_cpu", "true"])
+
+
 def test_a_bad_heldout_kl_precision_in_the_yaml_is_refused_naming_the_key(tmp_path, tiny_model_dir, shared_gsm8k):
     config = write_tiny_run_config(tmp_path, tiny_model_dir, shared_gsm8k, heldout_kl_precision="fp16")
     with pytest.raises(ValueError, match="heldout_kl_precision must be 'fp32', 'bf16' or 'train', got 'fp16'"):

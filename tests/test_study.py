@@ -21,6 +21,8 @@ def test_every_arm_shares_the_task_and_the_later_flag_wins():
     assert healthy[:2] == ["--config", str(study.CONFIGS / "grpo_gsm8k_cpu.yaml")]
     assert healthy[2:2 + len(study.STUDY_FLAGS)] == list(study.STUDY_FLAGS)
     assert healthy[healthy.index("--output_dir") + 1] == "runs/arm1_healthy/seed44"
+    # every committed run watched with paired_z (the default until glr replaced it): a rerun stays the same run
+    assert study.flag_value(healthy, "--goodhart_rule") == "paired_z"
     random = study.arm_argv("random", 7, "runs", ("--max_steps", "3"))
     assert "{name: coin_flip, kwargs: {seed: 7}}" in random and random[-2:] == ["--max_steps", "3"]
     assert study.arm_argv("ppo", 1)[1].endswith("ppo_gsm8k_cpu.yaml")

@@ -28,9 +28,10 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "goodhart_best"
 
-#: The drop rules: ``paired_z`` (default) tests the latest evaluation alone, with patience; ``glr`` scans every
-#: window of evaluations since the best step. ``glr`` meets issue 13's targets on the suite fitted to real runs
-#: and is worse than ``paired_z`` on the most persistent one (docs/goodhart.md), so it is opt-in.
+#: The drop rules: ``glr`` (default) scans every window of evaluations since the best step; ``paired_z`` tests the
+#: latest evaluation alone, with patience. ``glr`` meets issue 13's targets on the suite fitted to real runs (slow
+#: hacks 99% caught at a median delay of 13 evaluations, against ``paired_z``'s 92% at 16) and is worse than
+#: ``paired_z`` on the most persistent suite, where neither meets them (docs/goodhart.md, "glr retuned").
 RULES = ("paired_z", "glr")
 #: Per-rule defaults of ``z_threshold``, ``patience``, ``smoothing`` and ``threshold_growth`` (``bench/goodhart.py``
 #: and ``bench/goodhart_frontier.py`` measure them; ``"gaussian"``: the tail-bound growth of :meth:`threshold`).
@@ -84,11 +85,11 @@ class GoodhartCallback(TrainerCallback, ExportableState):
     * otherwise: ``z = (ref - g_k) / sqrt(se_ref^2 + se_k^2)``, ``se`` the logged stderr, else the
       binomial ``sqrt(g(1-g)/n)`` with ``n = gold_n``.
 
-    With ``rule="glr"`` the drop statistic is instead the largest of these z over the windows ``[j, k]`` of
-    evaluations since the best step, the window's per-item mean against the reference (a generalised
-    likelihood-ratio scan for a change point after the best step; see :meth:`_window_z`); the single-evaluation
-    z still drives the collapse trigger. ``z_threshold`` holds up to ``horizon`` evaluations and grows slowly
-    after (:meth:`threshold`).
+    That z of the latest evaluation is ``rule="paired_z"``'s statistic. With ``rule="glr"`` (the default) the drop
+    statistic is instead the largest of these z over the windows ``[j, k]`` of evaluations since the best step, the
+    window's per-item mean against the reference (a generalised likelihood-ratio scan for a change point after the
+    best step; see :meth:`_window_z`); the single-evaluation z still drives the collapse trigger. ``z_threshold``
+    holds up to ``horizon`` evaluations and grows after (:meth:`threshold`).
 
     **Trigger** (never during the first ``warmup_evals`` evaluations):
 
@@ -127,7 +128,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         *,
         gold_stderr_metric: str | None = None,
         gold_n: int | None = None,
-        rule: str = "paired_z",
+        rule: str = "glr",
         z_threshold: float | None = None,
         patience: int | None = None,
         horizon: int = 40,

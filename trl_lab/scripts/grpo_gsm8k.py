@@ -29,6 +29,7 @@ import trl
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from trl_lab.callbacks import GoodhartCallback, HealthMonitorCallback, HeldOutAccuracyCallback, MetricsLoggerCallback
+from trl_lab.callbacks.goodhart import RULES as GOODHART_RULES
 from trl_lab.callbacks.heldout import KL_PRECISIONS
 from trl_lab.callbacks.preemption import PreemptionCallback
 from trl_lab.data.gsm8k import heldout_gsm8k, load_gsm8k
@@ -141,6 +142,12 @@ class GSM8KScriptArguments(trl.ScriptArguments):
         metadata={"help": "Write the answers of the first N held-out items at every evaluation to "
                   "output_dir/heldout/step_*.jsonl (None: every item, which a paired before/after test needs)."},
     )
+    goodhart_rule: str = field(
+        default="glr",
+        metadata={"help": "The detector's drop rule: 'glr' (a change-point scan over every window since the best "
+                  "step) or 'paired_z' (the latest evaluation alone, two in a row); docs/goodhart.md compares them.",
+                  "choices": list(GOODHART_RULES)},
+    )
     goodhart_proxy_metric: str = field(
         default="reward",
         metadata={"help": "The logged metric the detector treats as the proxy (e.g. rewards/sentiment/mean)."},
@@ -190,6 +197,9 @@ class GSM8KScriptArguments(trl.ScriptArguments):
         if self.heldout_kl_precision not in KL_PRECISIONS:
             allowed = ", ".join(map(repr, KL_PRECISIONS[:-1])) + f" or {KL_PRECISIONS[-1]!r}"
             raise ValueError(f"heldout_kl_precision must be {allowed}, got {self.heldout_kl_precision!r}")
+        if self.goodhart_rule not in GOODHART_RULES:
+            raise ValueError(f"goodhart_rule must be one of {', '.join(map(repr, GOODHART_RULES))}, "
+                             f"got {self.goodhart_rule!r}")
         if self.long_prompts not in ("error", "drop"):
             raise ValueError(f"long_prompts must be 'error' or 'drop', got {self.long_prompts!r}")
         if (self.dataset_task is not None) != (self.dataset_source == "reasoning_gym"):
@@ -330,6 +340,7 @@ def add_watchdogs(trainer: GRPOTrainer, script_args: GSM8KScriptArguments, heldo
         trainer.add_callback(HealthMonitorCallback(stop=script_args.health_stop))
     if script_args.goodhart:
         trainer.add_callback(GoodhartCallback(proxy_metric=script_args.goodhart_proxy_metric, heldout=heldout,
+                                              rule=script_args.goodhart_rule,
                                               proxy_components=script_args.goodhart_proxy_components))
 
 

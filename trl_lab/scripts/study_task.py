@@ -32,6 +32,10 @@ STUDY_FLAGS: tuple[str, ...] = (
     # step-0 answers stay comparable between runs of one numerics: held-out batches of 16, the KL monitor in fp32.
     "--heldout_batch_size", "16",
     "--heldout_kl_precision", "fp32",
+    # The live detector every committed run used; the default became glr on 2026-12-07. The study table scores glr
+    # by replaying it on each run's per-item log (study_summary.REPLAYED_DETECTORS), so both rules are compared on
+    # the same runs and a rerun of a committed run stays that run.
+    "--goodhart_rule", "paired_z",
 )
 
 #: The flags of :data:`STUDY_FLAGS` that choose the task (not the held-out set or the budget).
