@@ -662,6 +662,15 @@ def test_a_rerun_that_reproduces_the_run_lends_it_its_audit_and_any_difference_r
     with pytest.raises(SystemExit, match="nothing copied"):
         study_rerun.main([str(original), str(rerun)])
     assert not (original / "audit.json").exists()
+    # With the train logs equal, an answer decoded differently can be allowed explicitly; it is listed, not hidden.
+    lent = study_rerun.compare_runs(original, rerun, max_answer_differences=1)
+    assert lent["heldout_identical"]["6"] == {"items": 4, "same_completion": 3, "same_correct": 4}
+    assert lent["heldout_differences"] == [{"step": 6, "index": 2, "original_correct": True, "rerun_correct": True,
+                                            "original": "answer 6/2", "rerun": "another answer"}]
+    study_rerun.main([str(original), str(rerun), "--max_answer_differences", "1"])
+    saved = json.loads((original / "rerun.json").read_text())
+    assert "1 held-out answer(s) decoded differently" in saved["why"] and len(saved["heldout_differences"]) == 1
+    (original / "audit.json").unlink()
     _with_answers(rerun, lambda step, i: f"answer {step}/{i}")
     lines = [json.loads(line) for line in (rerun / "metrics.jsonl").read_text().splitlines()]
     lines[1]["reward"] += 0.01
