@@ -68,6 +68,7 @@ def compare_runs(original: str | Path, rerun: str | Path, *, tolerance: float = 
             raise ValueError(f"{rerun}: no heldout/{name}: the rerun did not evaluate where the original did")
         if len(a) != len(b):
             raise ValueError(f"heldout/{name}: {len(a)} answers in the original, {len(b)} in the rerun")
+        differed_before = len(differences)
         for x, y in zip(a, b):
             if x["index"] != y["index"]:
                 raise ValueError(f"heldout/{name}: item {x['index']} in the original where the rerun has {y['index']}")
@@ -80,8 +81,7 @@ def compare_runs(original: str | Path, rerun: str | Path, *, tolerance: float = 
                                      f"({x.get('completion')!r:.80} vs {y.get('completion')!r:.80}), "
                                      f"{len(differences)} answer(s) differ (allowed: {max_answer_differences}): "
                                      f"not the same run")
-        heldout[str(step)] = {"items": len(a), "same_completion": sum(x.get("completion") == y.get("completion")
-                                                                      for x, y in zip(a, b)),
+        heldout[str(step)] = {"items": len(a), "same_completion": len(a) - (len(differences) - differed_before),
                               "same_correct": sum(x["correct"] == y["correct"] for x, y in zip(a, b))}
     verdicts = [(load_goodhart(run) or {}).get("triggered_step") for run in (original, rerun)]
     if verdicts[0] != verdicts[1]:
