@@ -21,8 +21,8 @@ Columns:
   ``regret``, true accuracy at the true peak minus at the step restored, in points, mean/95th percentile over
   detected runs (goal: mean <= 1).
 
-Detectors: ``GoodhartCallback`` with the ``glr`` rule (the default) and the ``paired_z`` rule (the default until
-2026-12-07),
+Detectors: ``GoodhartCallback`` with the ``glr`` rule (the default; also without its fresh-draw threshold,
+``fresh_draw_z=0``, and as first shipped) and the ``paired_z`` rule (the default until 2026-12-07),
 each on per-item results and on the accuracy alone (binomial SE); a noise-scaled peak-drop baseline (stop when
 accuracy is ``c`` standard errors of a difference below the highest accuracy seen, restore that one);
 transformers' ``EarlyStoppingCallback`` (the real class driven with a fake TrainerState/TrainerControl, restoring
@@ -58,7 +58,7 @@ SUITES: dict[str, dict[str, Scenario]] = {
 
 #: ``glr`` as first shipped (z 4.0, a 3-evaluation reference, the Gaussian-tail growth); its defaults are now z 4.15,
 #: a 5-evaluation reference and +1.0 per doubling past 40 evaluations (docs/goodhart.md)
-GLR_FIRST = {"rule": "glr", "z_threshold": 4.0, "smoothing": 1, "threshold_growth": "gaussian"}
+GLR_FIRST = {"rule": "glr", "z_threshold": 4.0, "smoothing": 1, "threshold_growth": "gaussian", "fresh_draw_z": 0.0}
 
 Detector = Callable[[SimRun], tuple[int | None, int | None]]  # run -> (fired at, restored evaluation)
 
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
 
     detectors: dict[str, Detector] = {
         "glr, per-item (default)": goodhart(True, rule="glr", z_threshold=args.z),
+        "glr without fresh-draw z, per-item": goodhart(True, rule="glr", z_threshold=args.z, fresh_draw_z=0.0),
         "glr first (z 4.0, 3-eval ref), per-item": goodhart(True, **GLR_FIRST),
         "glr, accuracy + binomial SE": goodhart(False, rule="glr", z_threshold=args.z),
         "paired_z, per-item": goodhart(True, rule="paired_z"),

@@ -166,3 +166,47 @@ def test_only_glr_keeps_the_per_item_results_since_the_best_step():
             cb.observe(int(run.steps[k]), float(run.proxy[k]), float(run.gold[k]), run.items[k])
     best = next(i for i, e in enumerate(glr.history) if e["step"] == glr.best_step)
     assert old.since_best == [] and len(glr.since_best) == 12 - 1 - best  # what a checkpoint's state holds
+
+
+def test_change_ratio_is_lag_one_changes_over_longer_lag_changes():
+    cb = GoodhartCallback(rule="glr")
+    rows = [[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]]
+    for k, row in enumerate(rows[:2]):
+        cb.observe(k, 0.1 * k, float(np.mean(row)), row)
+    assert cb.change_ratio is None and cb.history[-1]["change_ratio"] is None  # no lag-two pair yet
+    cb.observe(2, 0.2, 0.25, rows[2])
+    # lag one: 2 of 4 items changed since the previous evaluation; lag two: 3 of 4 since the first
+    assert cb.change_ratio == pytest.approx(0.5 / 0.75) and cb.history[-1]["change_ratio"] == pytest.approx(2 / 3)
+    assert cb.fresh_draw_bump() == 0.0 and cb.history[-1]["threshold"] == 4.15  # persistent: nothing added
+    cb.lag_one_changes, cb.longer_lag_changes = 0.9, 1.0  # halfway up the ramp (0.85 .. 0.95)
+    assert cb.fresh_draw_bump() == pytest.approx(0.25) and cb.threshold(10) == pytest.approx(4.4)
+    cb.lag_one_changes = 1.02
+    assert cb.threshold(10) == pytest.approx(4.65) and cb.threshold(80) == pytest.approx(5.65)
+    for bad in (-0.1, float("nan"), "high"):
+        with pytest.raises(ValueError, match="fresh_draw_z"):
+            GoodhartCallback(fresh_draw_z=bad)
+
+
+def test_fresh_draws_raise_glrs_threshold_and_persistent_outcomes_do_not():
+    """Every item drawn afresh at each evaluation (sampled decoding) changes as often at lag one as at lag four;
+    the simulator fitted to the study's greedy runs changes less often at lag one; only the first gets the bump."""
+    fresh = simulate_run(SCENARIOS["healthy"], n_items=2000, seed=3)
+    real_fit = simulate_run(persistent_suite(0.26, item_memory=0.5, difficulty_sd=0.75)["healthy"], n_items=2000,
+                            seed=3)
+    glr_fresh, glr_real, paired_fresh, no_items = (GoodhartCallback(rule="glr"), GoodhartCallback(rule="glr"),
+                                                   GoodhartCallback(rule="paired_z"), GoodhartCallback(gold_n=2000))
+    for k in range(12):
+        glr_fresh.observe(int(fresh.steps[k]), float(fresh.proxy[k]), float(fresh.gold[k]), fresh.items[k])
+        paired_fresh.observe(int(fresh.steps[k]), float(fresh.proxy[k]), float(fresh.gold[k]), fresh.items[k])
+        no_items.observe(int(fresh.steps[k]), float(fresh.proxy[k]), float(fresh.gold[k]))
+        glr_real.observe(int(real_fit.steps[k]), float(real_fit.proxy[k]), float(real_fit.gold[k]),
+                         real_fit.items[k])
+    assert 0.95 < glr_fresh.change_ratio < 1.05 and glr_real.change_ratio < 0.9
+    # the full 0.5 on fresh draws; at most a small part of it on the real-fit outcomes (ratio just above 0.85)
+    assert glr_fresh.threshold(12) == pytest.approx(4.15 + 0.5) and 4.15 <= glr_real.threshold(12) < 4.25
+    assert paired_fresh.fresh_draw_z == 0.0 and paired_fresh.threshold(12) == 3.5  # paired_z: unchanged
+    assert no_items.change_ratio is None and no_items.threshold(12) == 4.15  # accuracy only: nothing to measure
+    assert [e["threshold"] for e in glr_fresh.history][-1] == pytest.approx(4.65)
+    state = json.loads(json.dumps(glr_fresh.state()))
+    assert state["args"]["fresh_draw_z"] == 0.5
+    assert GoodhartCallback.from_state(state).threshold(12) == pytest.approx(4.65)  # the counts resume

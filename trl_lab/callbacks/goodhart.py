@@ -36,9 +36,16 @@ RULES = ("paired_z", "glr")
 #: Per-rule defaults of ``z_threshold``, ``patience``, ``smoothing`` and ``threshold_growth`` (``bench/goodhart.py``
 #: and ``bench/goodhart_frontier.py`` measure them; ``"gaussian"``: the tail-bound growth of :meth:`threshold`).
 RULE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "paired_z": {"z_threshold": 3.5, "patience": 2, "smoothing": 1, "threshold_growth": "gaussian"},
-    "glr": {"z_threshold": 4.15, "patience": 1, "smoothing": 2, "threshold_growth": 1.0},
+    "paired_z": {"z_threshold": 3.5, "patience": 2, "smoothing": 1, "threshold_growth": "gaussian",
+                 "fresh_draw_z": 0.0},
+    "glr": {"z_threshold": 4.15, "patience": 1, "smoothing": 2, "threshold_growth": 1.0, "fresh_draw_z": 0.5},
 }
+#: ``fresh_draw_z`` is added in full when :attr:`GoodhartCallback.change_ratio` is at or above the upper end, not at
+#: all at or below the lower, linearly between: fresh draws measure about 0.97-1.0, the simulator fitted to the
+#: study's runs 0.83-0.88 once a few evaluations are in, the real runs 0.4-0.93 (docs/goodhart.md).
+FRESH_DRAW_RAMP = (0.85, 0.95)
+#: The change ratio compares an item's outcome change at lag one with its mean change at lags 2..CHANGE_LAGS.
+CHANGE_LAGS = 4
 
 
 @runtime_checkable
@@ -89,7 +96,11 @@ class GoodhartCallback(TrainerCallback, ExportableState):
     statistic is instead the largest of these z over the windows ``[j, k]`` of evaluations since the best step, the
     window's per-item mean against the reference (a generalised likelihood-ratio scan for a change point after the
     best step; see :meth:`_window_z`); the single-evaluation z still drives the collapse trigger. ``z_threshold``
-    holds up to ``horizon`` evaluations and grows after (:meth:`threshold`).
+    holds up to ``horizon`` evaluations and grows after (:meth:`threshold`). ``fresh_draw_z`` (``glr``: 0.5) is
+    added to it when the per-item outcomes change as often from one evaluation to the next as across longer lags
+    (:attr:`change_ratio` near 1: every evaluation a fresh draw, as with sampled decoding), where the scan's windows
+    are nearly independent looks and need a higher bar; on persistent outcomes (greedy decoding on a fixed set) it
+    adds nothing.
 
     **Trigger** (never during the first ``warmup_evals`` evaluations):
 
@@ -133,6 +144,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         patience: int | None = None,
         horizon: int = 40,
         threshold_growth: float | str | None = None,
+        fresh_draw_z: float | None = None,
         collapse_z: float = 7.0,
         warmup_evals: int = 3,
         smoothing: int | None = None,
@@ -148,6 +160,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         patience = RULE_DEFAULTS[rule]["patience"] if patience is None else patience
         smoothing = RULE_DEFAULTS[rule]["smoothing"] if smoothing is None else smoothing
         threshold_growth = RULE_DEFAULTS[rule]["threshold_growth"] if threshold_growth is None else threshold_growth
+        fresh_draw_z = RULE_DEFAULTS[rule]["fresh_draw_z"] if fresh_draw_z is None else fresh_draw_z
         if patience < 1 or smoothing < 0 or warmup_evals < 0 or horizon < 1 or not 0 < proxy_ema <= 1:
             raise ValueError("GoodhartCallback: need patience >= 1, smoothing >= 0, warmup_evals >= 0, horizon >= 1 "
                              "and 0 < proxy_ema <= 1")
@@ -155,6 +168,8 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                                                    and math.isfinite(threshold_growth) and threshold_growth >= 0):
             raise ValueError(f"GoodhartCallback: threshold_growth must be 'gaussian' or a finite number >= 0 "
                              f"(per doubling of the evaluations beyond the horizon), got {threshold_growth!r}")
+        if not (isinstance(fresh_draw_z, (int, float)) and math.isfinite(fresh_draw_z) and fresh_draw_z >= 0):
+            raise ValueError(f"GoodhartCallback: fresh_draw_z must be a finite number >= 0, got {fresh_draw_z!r}")
         self.proxy_metric = proxy_metric
         self.gold_metric = gold_metric
         self.gold_stderr_metric = gold_stderr_metric or f"{gold_metric}_stderr"
@@ -162,6 +177,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         self.rule = rule
         self.horizon = horizon
         self.threshold_growth = threshold_growth
+        self.fresh_draw_z = float(fresh_draw_z)
         self.z_threshold = z_threshold
         self.patience = patience
         self.collapse_z = collapse_z
@@ -182,6 +198,9 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         self.window_items: list[np.ndarray | None] = []  # per-item results of the last 2*smoothing+1 evals
         self.since_best: list[np.ndarray | None] = []  # glr: per-item results of the evaluations after the best
         self.since_best_se: list[float | None] = []  # glr: their standard errors (the test without items)
+        self.recent_items: list[np.ndarray] = []  # the last CHANGE_LAGS + 1 per-item results (change_ratio)
+        self.lag_one_changes = 0.0  # sum over evaluations of the share of items changed since the previous one
+        self.longer_lag_changes = 0.0  # ... and of the mean share changed at lags 2..CHANGE_LAGS
         self.best_step: int | None = None
         self.best_gold: float | None = None  # smoothed gold at the best step
         self.best_ref: dict[str, Any] | None = None  # reference: gold, se, items (pooled window)
@@ -244,6 +263,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                              "z": None, "smoothed": None, **({"components": parts} if parts else {})})
         self.window_items.append(items)
         del self.window_items[: -(2 * self.smoothing + 1)]
+        self._count_changes(items)
         if self.rule == "glr":  # the windows since the best step (paired_z needs only the reference)
             self.since_best.append(items)
             self.since_best_se.append(se)
@@ -252,7 +272,10 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         z = self._window_z() if self.rule == "glr" else z_last
         self.history[-1]["z"] = z
         self.history[-1]["z_last"] = z_last
-        self.consecutive = self.consecutive + 1 if z is not None and z >= self.threshold(len(self.history)) else 0
+        threshold = self.threshold(len(self.history))
+        self.history[-1]["threshold"] = threshold
+        self.history[-1]["change_ratio"] = self.change_ratio
+        self.consecutive = self.consecutive + 1 if z is not None and z >= threshold else 0
         reason = self._verdict(z, z_last, proxy, parts)
         if reason is not None:
             self.triggered_step, self.trigger_reason = int(step), reason
@@ -305,6 +328,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         """Per-item vectors as float arrays (they come back as lists from a checkpoint's JSON state)."""
         self.window_items = [None if r is None else np.asarray(r, dtype=np.float64) for r in self.window_items]
         self.since_best = [None if r is None else np.asarray(r, dtype=np.float64) for r in self.since_best]
+        self.recent_items = [np.asarray(r, dtype=np.float64) for r in self.recent_items]
         if self.best_ref is not None and self.best_ref.get("items") is not None:
             self.best_ref["items"] = np.asarray(self.best_ref["items"], dtype=np.float64)
 
@@ -323,6 +347,40 @@ class GoodhartCallback(TrainerCallback, ExportableState):
             return None
         return (ref["gold"] - gold) / math.sqrt(ref["se"] ** 2 + se**2)
 
+    def _count_changes(self, items: np.ndarray | None) -> None:
+        """Add the newest per-item results to the change counts of :attr:`change_ratio`."""
+        if items is None:
+            return
+        recent = [r for r in self.recent_items if r.size == items.size]
+        if len(recent) >= 2:
+            self.lag_one_changes += float(np.abs(items - recent[-1]).mean())
+            self.longer_lag_changes += float(np.mean([np.abs(items - recent[-lag]).mean()
+                                                      for lag in range(2, min(CHANGE_LAGS, len(recent)) + 1)]))
+        self.recent_items = (recent + [items])[-(CHANGE_LAGS + 1):]
+
+    @property
+    def change_ratio(self) -> float | None:
+        """How often item outcomes change from one evaluation to the next, relative to longer lags.
+
+        Summed over the evaluations so far (from the third with per-item results on): the share of items whose
+        outcome differs from the previous evaluation, over the mean share differing from the evaluations 2 to
+        ``CHANGE_LAGS`` back. Item difficulty changes nothing in it (a hard item is as likely wrong at any lag), so
+        it is about 1 when every evaluation draws every outcome afresh and below 1 when outcomes persist (greedy
+        decoding on a fixed set: an answer right at one evaluation is usually right at the next, less so later);
+        a genuine drift of the accuracy lowers it too. None before there is a lag-two pair."""
+        if self.longer_lag_changes <= 0.0:
+            return None
+        return self.lag_one_changes / self.longer_lag_changes
+
+    def fresh_draw_bump(self) -> float:
+        """What the threshold adds for fresh-draw outcomes now: ``fresh_draw_z`` times where :attr:`change_ratio`
+        lies on :data:`FRESH_DRAW_RAMP` (0 below it, 1 above; 0 while the ratio is unknown)."""
+        ratio = self.change_ratio
+        if not self.fresh_draw_z or ratio is None:
+            return 0.0
+        lo, hi = FRESH_DRAW_RAMP
+        return self.fresh_draw_z * min(max((ratio - lo) / (hi - lo), 0.0), 1.0)
+
     def threshold(self, evaluations: int) -> float:
         """The drop threshold at the ``evaluations``-th evaluation: ``z_threshold`` up to ``horizon``, then higher.
 
@@ -334,7 +392,12 @@ class GoodhartCallback(TrainerCallback, ExportableState):
         ``threshold_growth`` (``glr``'s default: 1.0) the threshold instead grows by that much per doubling, ``z +
         threshold_growth * log2(evaluations / horizon)``, the rate ``bench/goodhart_frontier.py --growth``
         measures is needed; ``"gaussian"`` (``paired_z``'s default) is the tail bound above.
+
+        Plus :meth:`fresh_draw_bump`, from the outcomes seen so far.
         """
+        return self._length_threshold(evaluations) + self.fresh_draw_bump()
+
+    def _length_threshold(self, evaluations: int) -> float:
         if evaluations <= self.horizon:
             return self.z_threshold
         if self.threshold_growth != "gaussian":
@@ -503,6 +566,7 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                 "z_threshold": self.z_threshold,
                 "horizon": self.horizon,
                 "threshold_growth": self.threshold_growth,
+                "fresh_draw_z": self.fresh_draw_z,
                 "patience": self.patience,
                 "collapse_z": self.collapse_z,
                 "warmup_evals": self.warmup_evals,
@@ -517,6 +581,9 @@ class GoodhartCallback(TrainerCallback, ExportableState):
                 "window_items": [None if r is None else np.asarray(r).tolist() for r in self.window_items],
                 "since_best": [None if r is None else np.asarray(r).tolist() for r in self.since_best],
                 "since_best_se": self.since_best_se,
+                "recent_items": [np.asarray(r).tolist() for r in self.recent_items],
+                "lag_one_changes": self.lag_one_changes,
+                "longer_lag_changes": self.longer_lag_changes,
                 "best_step": self.best_step,
                 "best_gold": self.best_gold,
                 "best_ref": None if self.best_ref is None else {

@@ -234,14 +234,15 @@ REPLAYED_DETECTORS: dict[str, dict[str, Any]] = {
     "detector_warmup_1": {"warmup_evals": 1},
     # glr as first shipped (z 4.0, a 3-evaluation reference), and at z 4.25
     "glr_warmup_1": {"rule": "glr", "z_threshold": 4.0, "patience": 1, "smoothing": 1, "threshold_growth": "gaussian",
-                     "warmup_evals": 1},
+                     "fresh_draw_z": 0.0, "warmup_evals": 1},
     "glr_4.25_warmup_1": {"rule": "glr", "z_threshold": 4.25, "patience": 1, "smoothing": 1,
-                          "threshold_growth": "gaussian", "warmup_evals": 1},
-    # glr's defaults now (z 4.15, a 5-evaluation reference, +1.0 per doubling past 40 evaluations)
+                          "threshold_growth": "gaussian", "fresh_draw_z": 0.0, "warmup_evals": 1},
+    # glr's defaults now (z 4.15, a 5-evaluation reference, +1.0 per doubling past 40 evaluations, +0.5 on
+    # fresh-draw outcomes)
     "glr_tuned": {"rule": "glr", "z_threshold": None, "patience": None, "smoothing": None,
-                  "threshold_growth": None, "warmup_evals": 3},
+                  "threshold_growth": None, "fresh_draw_z": None, "warmup_evals": 3},
     "glr_tuned_warmup_1": {"rule": "glr", "z_threshold": None, "patience": None, "smoothing": None,
-                           "threshold_growth": None, "warmup_evals": 1},
+                           "threshold_growth": None, "fresh_draw_z": None, "warmup_evals": 1},
 }
 
 
