@@ -33,8 +33,8 @@ SNAPSHOT_DIR = "goodhart_best"
 #: hacks 99% caught at a median delay of 13 evaluations, against ``paired_z``'s 92% at 16) and is worse than
 #: ``paired_z`` on the most persistent suite, where neither meets them (docs/goodhart.md, "glr retuned").
 RULES = ("paired_z", "glr")
-#: Per-rule defaults of ``z_threshold``, ``patience``, ``smoothing``, ``threshold_growth`` and ``fresh_draw_z`` (``bench/goodhart.py``
-#: and ``bench/goodhart_frontier.py`` measure them; ``"gaussian"``: the tail-bound growth of :meth:`threshold`).
+#: Per-rule defaults of ``z_threshold``, ``patience``, ``smoothing``, ``threshold_growth`` and ``fresh_draw_z``
+#: (``bench/goodhart.py`` and ``bench/goodhart_frontier.py`` measure them; ``"gaussian"``: the tail-bound growth of :meth:`threshold`).
 RULE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paired_z": {"z_threshold": 3.5, "patience": 2, "smoothing": 1, "threshold_growth": "gaussian",
                  "fresh_draw_z": 0.0},
