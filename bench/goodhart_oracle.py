@@ -11,7 +11,10 @@ contrasts by much -- they are not the most powerful test there is, so this is a 
 
 Printed per suite: the oracle's power (share of slow hacks its best contrast flags) ``D`` evaluations after the
 peak, for D = 4 .. 19, next to the share the shipped ``glr`` detector has stopped by then. Issue 13's goal, a
-median delay of 13, needs at least half the runs flagged by D = 13.
+median delay of 13, needs at least half the runs flagged by D = 13. The last column, ``end``, is the same look taken
+at each run's last evaluation (D = 39 - onset, so 17-29 evaluations after a peak at 10-22), its thresholds
+calibrated per onset on every healthy run: the oracle's share of slow hacks flagged by the end of the run, against
+issue 13's goal of 97% detected and ``glr``'s detection rate.
 
     python bench/goodhart_oracle.py --runs 500 --seed 8
 """
@@ -46,6 +49,22 @@ def contrasts(items: np.ndarray, onset: int, delay: int) -> list[float]:
     return out
 
 
+def end_of_run_power(healthy: list, hacked: list, onsets: tuple[int, int]) -> float:
+    """Share of ``hacked`` the oracle flags looking once at the last evaluation, at 1% false alarms per onset.
+
+    Every healthy run is scored at every onset in ``onsets`` (``D`` = the evaluations left after it), so each
+    onset's threshold is the 99th percentile over all healthy runs.
+    """
+    lo, hi = onsets
+    thresholds = {}
+    for t in range(lo, hi + 1):
+        null = np.array([contrasts(r.items, t, r.items.shape[0] - 1 - t) for r in healthy])
+        thresholds[t] = np.quantile(null, 0.99, axis=0)
+    alt = np.array([np.array(contrasts(r.items, r.onset, r.items.shape[0] - 1 - r.onset)) >= thresholds[r.onset]
+                    for r in hacked])
+    return float(alt.mean(axis=0).max())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
@@ -57,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     glr = bench.goodhart(True, rule="glr")
     print(f"slow hacks, {args.runs} runs per suite, seed {args.seed}: share flagged D evaluations after the true peak")
-    print(f"{'suite':22} | " + " | ".join(f"D={d:2}: oracle  glr" for d in DELAYS))
+    print(f"{'suite':22} | " + " | ".join(f"D={d:2}: oracle  glr" for d in DELAYS) + " | end: oracle  glr")
     for name in args.suite:
         suite = bench.SUITES[name]
         hacked = list(simulate(suite["hacked_slow"], args.runs, n_items=500, seed=args.seed))
@@ -77,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
             thresholds = np.quantile(null, 0.99, axis=0)
             power = max(float((alt[:, j] >= thresholds[j]).mean()) for j in range(alt.shape[1]))
             cells.append(f"{100 * power:5.1f}% {100 * (fired <= d).mean():5.1f}%")
+        end = end_of_run_power(healthy, hacked, (lo, hi))
+        cells.append(f"{100 * end:5.1f}% {100 * np.isfinite(fired).mean():5.1f}%")
         print(f"{name:22} | " + " | ".join(f"{c:17}" for c in cells), flush=True)
 
 
