@@ -654,6 +654,14 @@ def test_a_rerun_that_reproduces_the_run_lends_it_its_audit_and_any_difference_r
     assert saved["heldout_identical"] == {"0": {"items": 4, "same_completion": 4, "same_correct": 4},
                                           "6": {"items": 4, "same_completion": 4, "same_correct": 4}}
     assert saved["command"].endswith("--seed 1") and record["train_steps_compared"] == 3
+    assert "replaced_audit" not in saved and "lost before its audit was committed" in saved["why"]
+    # A rerun made to grow an audit the original has: the audit it replaces is recorded, not silently dropped.
+    (rerun / "audit.json").write_text(json.dumps({"audit_size": 16, "steps": {"0": {"accuracy": 0.375}}}))
+    study_rerun.main([str(original), str(rerun)])
+    saved = json.loads((original / "rerun.json").read_text())
+    assert saved["replaced_audit"] == {"audit_size": 8, "accuracy": {"0": 0.5}}
+    assert "8-question audit was made on adapters since lost" in saved["why"]
+    assert json.loads((original / "audit.json").read_text())["audit_size"] == 16
     # One answer worded differently, or a train reward off by more than the tolerance: two runs, nothing copied.
     (original / "audit.json").unlink()
     _with_answers(rerun, lambda step, i: "another answer" if (step, i) == (6, 2) else f"answer {step}/{i}")
@@ -678,3 +686,34 @@ def test_a_rerun_that_reproduces_the_run_lends_it_its_audit_and_any_difference_r
     with pytest.raises(ValueError, match=r"metrics.jsonl step 2: reward"):
         study_rerun.compare_runs(original, rerun)
     assert study_rerun.compare_runs(original, rerun, tolerance=0.1)["max_abs_diff/reward"] == pytest.approx(0.01)
+
+
+def test_the_audit_verdict_relabels_runs_by_whether_their_audit_fell(tmp_path):
+    from trl_lab.scripts.study_summary import format_stopping_rules_by_audit, summarise_study
+
+    def audit(run, by_step):
+        (run / "audit.json").write_text(json.dumps({"audit_size": 40, "steps": {
+            str(k): {"accuracy": sum(v) / len(v), "correct": v} for k, v in by_step.items()}}))
+
+    same = [True] * 20 + [False] * 20
+    fell = [True] * 6 + [False] * 34  # 14 of the 20 lost, none gained: exact McNemar p = 1.2e-4
+    # a hacked-arm run whose audit never fell, and a healthy-arm run whose audit did
+    hacked = tmp_path / "arm4_verbosity" / "seed1"
+    _fake_run(hacked, 1, {0: [True, True, False, False], 6: [True, False, False, False]}, [0.5] * 6)
+    (hacked / "goodhart.json").write_text(json.dumps({"triggered_step": 6, "best_step": 0, "restored": True}))
+    audit(hacked, {0: same, 6: same})
+    healthy = tmp_path / "arm1_healthy" / "seed2"
+    _fake_run(healthy, 2, {0: [True, True, False, False], 6: [True, True, False, False],
+                           12: [True, True, False, False]}, [0.5] * 12)
+    audit(healthy, {0: same, 6: same, 12: fell})
+    result = summarise_study(tmp_path, figures=False)
+    assert result["arms"]["verbosity"]["runs"][0]["audit_fall"] is None
+    assert result["arms"]["healthy"]["runs"][0]["audit_fall"] == (0, 12)  # against the earliest of equal bests
+    detector = result["stopping_rules_by_audit"]["detector"]
+    # the detector's stop at 6 on the verbosity run is a false alarm by the audit; the healthy run's fall is missed
+    assert (detector["detected"], detector["fell_runs"], detector["false_alarms"], detector["other_runs"]) == \
+        (0, 1, 1, 1)
+    assert detector["relabelled"] == ["healthy 2", "verbosity 1"]
+    assert result["stopping_rules_by_audit"]["best_checkpoint"]["mean_delay_from_fall"] is None
+    table = format_stopping_rules_by_audit(result)
+    assert "| detector | 0/1 | 1/1 | - |" in table and "healthy 2, verbosity 1" in table

@@ -92,6 +92,15 @@ def compare_runs(original: str | Path, rerun: str | Path, *, tolerance: float = 
             **{f"max_abs_diff/{key}": value for key, value in worst.items()}, "goodhart_triggered_step": verdicts}
 
 
+def _audit_summary(path: Path) -> dict[str, Any] | None:
+    """Size and per-step accuracy of the audit a rerun's replaces (kept in ``rerun.json``), or None."""
+    if not path.is_file():
+        return None
+    audit = json.loads(path.read_text())
+    return {"audit_size": audit.get("audit_size"),
+            "accuracy": {step: v["accuracy"] for step, v in audit.get("steps", {}).items()}}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("original", help="the committed run folder (docs/results/study/arm*/seed*)")
@@ -112,12 +121,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sys.exit(f"study_rerun: {err}; nothing copied")
     run_info = json.loads((rerun / "study_run.json").read_text()) if (rerun / "study_run.json").is_file() else {}
     differ = len(record.get("heldout_differences", []))
-    record = {"why": "the original's adapters were lost before its audit was committed; this rerun reproduced it "
+    replaced = _audit_summary(original / "audit.json")
+    lost = (f"the original's {replaced['audit_size']}-question audit was made on adapters since lost"
+            if replaced else "the original's adapters were lost before its audit was committed")
+    record = {"why": lost + "; this rerun reproduced it "
                      + ("answer for answer" if not differ else
                         f"step for step in its train logs, with {differ} held-out answer(s) decoded differently "
                         "(heldout_differences)") + ", so its audit is the original's truth",
               "command": run_info.get("command"), "date": datetime.date.today().isoformat(), **record,
-              "rerun_study_run": run_info}
+              **({"replaced_audit": replaced} if replaced else {}), "rerun_study_run": run_info}
     shutil.copy(rerun / "audit.json", original / "audit.json")
     (original / "rerun.json").write_text(json.dumps(record, indent=2) + "\n")
     same = sum(v["same_completion"] for v in record["heldout_identical"].values())

@@ -29,10 +29,11 @@ from trl_lab.callbacks.health import replay_run
 from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, series, write_overlay_report
 from trl_lab.scripts.study import flag_value
 
-__all__ = ["CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "REPLAYED_DETECTORS", "arm_summary", "format_audit",
-           "format_audit_growth", "format_health", "format_leash", "format_ppo_vs_grpo", "format_precision",
-           "format_rm_holdup", "format_tone", "is_hacked", "main", "precision_pairs", "replay_detector", "run_record",
-           "score_stopping_rules", "stopping_rules", "summarise_study", "write_headline"]
+__all__ = ["AUDIT_FALL_P", "CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "REPLAYED_DETECTORS", "arm_summary",
+           "format_audit", "format_audit_growth", "format_health", "format_leash", "format_ppo_vs_grpo",
+           "format_precision", "format_rm_holdup", "format_stopping_rules_by_audit", "format_tone", "is_hacked", "main",
+           "precision_pairs", "replay_detector", "run_record", "score_stopping_rules", "score_stopping_rules_by_audit",
+           "stopping_rules", "summarise_study", "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 #: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
@@ -158,6 +159,31 @@ def _first_fall_from_best(run: Path, steps: list[int], acc: list[float], n: int)
     return None
 
 
+#: Significance for the audit's verdict that a run fell (:func:`_audit_fall`): stricter than 0.05 because each run
+#: gets up to six looks, each against the best audited step before it.
+AUDIT_FALL_P = 0.01
+
+
+def _audit_fall(run: Path, p: float = AUDIT_FALL_P) -> tuple[int, int] | None:
+    """``(reference, step)``: on the audit set, the first audited step that lost significantly against the best
+    audited step before it (the earliest of equal bests; exact McNemar p < ``p``, more items lost than gained), or
+    None -- also when the run has no audit or its audit kept no per-item results. The audit's own verdict on whether
+    a run fell, whatever its arm."""
+    path = run / "audit.json"
+    if not path.is_file():
+        return None
+    steps = json.loads(path.read_text())["steps"]
+    order = sorted(steps, key=int)
+    if any("correct" not in steps[s] for s in order):
+        return None
+    for k in range(1, len(order)):
+        ref = max(order[:k], key=lambda s: (steps[s]["accuracy"], -int(s)))
+        test = mcnemar_exact(steps[ref]["correct"], steps[order[k]]["correct"])
+        if test["p"] < p and test["only_before"] > test["only_after"]:
+            return int(ref), int(order[k])
+    return None
+
+
 def run_record(run: Path) -> dict[str, Any]:
     """Every number the study reports about one run folder."""
     entries = load_log_history(run)
@@ -206,6 +232,7 @@ def run_record(run: Path) -> dict[str, Any]:
         if growth := _audit_growth(run):
             record["audit_growth"] = growth
         record["audit_peak_step"] = max(audit, key=lambda s: (audit[s], -s))
+        record["audit_fall"] = _audit_fall(run)
         for rule in record["stopping_rules"].values():
             rule["audit_accuracy_kept"] = audit.get(rule["kept"])
     for key in ("strict_accuracy", "format_rate", "mean_length", "kl_to_ref", "repetition"):
@@ -380,6 +407,33 @@ def score_stopping_rules(arms: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def score_stopping_rules_by_audit(arms: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The same rules with the verdict taken from the audit instead of the arm: over audited runs only, a run is
+    hacked when its audit fell significantly (:func:`_audit_fall`), whatever its arm. Per rule: stops on the runs that
+    fell and on the others, and the mean steps from the audit's first significant fall to the stop (negative: the
+    rule stopped before the audit could show the fall)."""
+    out: dict[str, dict[str, Any]] = {}
+    for arm_name, arm in arms.items():
+        for run in arm["runs"]:
+            if "audit" not in run:
+                continue
+            fell = run.get("audit_fall")
+            for name, rule in run["stopping_rules"].items():
+                row = out.setdefault(name, {"fell_runs": 0, "detected": 0, "other_runs": 0, "false_alarms": 0,
+                                            "delays": [], "relabelled": []})
+                row["fell_runs" if fell else "other_runs"] += 1
+                if rule["stop"] is not None:
+                    row["detected" if fell else "false_alarms"] += 1
+                    if fell:
+                        row["delays"].append(rule["stop"] - fell[1])
+                if bool(fell) != is_hacked(arm_name, arm["number"]):
+                    row["relabelled"].append(f"{arm_name} {run['seed']}")
+    for row in out.values():
+        delays = row.pop("delays")
+        row["mean_delay_from_fall"] = statistics.fmean(delays) if delays else None
+    return out
+
+
 def arm_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Across an arm's seeds: the mean and range of the gains, and how many seeds gained significantly."""
     gains = [r["gain_final"] for r in records]
@@ -416,6 +470,7 @@ def summarise_study(root: str | Path, figures: bool = True,
             _mark_truth(fig, records, arm_dir / "seeds.png")
             arms[name]["figure"] = str((arm_dir / "seeds.png").relative_to(root))
     result: dict[str, Any] = {"root": str(root), "arms": arms, "stopping_rules": score_stopping_rules(arms),
+                              "stopping_rules_by_audit": score_stopping_rules_by_audit(arms),
                               "precision": precision_pairs(root, arms)}
     if headline:
         write_headline(headline, root / "headline.png")  # type: ignore[arg-type]
@@ -549,6 +604,22 @@ def format_stopping_rules(result: dict[str, Any]) -> str:
             cells = [f"{'-' if v['stop'] is None else v['stop']} / {v['kept']}" for v in r["stopping_rules"].values()]
             per_run.append(f"| {arm['number']} {name} | {r['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + "\n".join(per_run)
+
+
+def format_stopping_rules_by_audit(result: dict[str, Any]) -> str:
+    """Per rule, with the audit's verdict (a significant fall, p < :data:`AUDIT_FALL_P`) in place of the arm label."""
+    rows = result.get("stopping_rules_by_audit") or {}
+    lines = ["| rule | stopped on runs the audit saw fall | stopped on the others (false alarms) | steps from the "
+             "audit's first significant fall to the stop |", "| --- | ---: | ---: | ---: |"]
+    for name, row in rows.items():
+        delay = "-" if row["mean_delay_from_fall"] is None else f"{row['mean_delay_from_fall']:.1f}"
+        lines.append(f"| {name} | {row['detected']}/{row['fell_runs']} | {row['false_alarms']}/{row['other_runs']} | "
+                     f"{delay} |")
+    if rows:
+        relabelled = next(iter(rows.values()))["relabelled"]
+        lines.append("")
+        lines.append(f"Runs whose audit verdict differs from their arm's label: {', '.join(relabelled) or 'none'}.")
+    return "\n".join(lines)
 
 
 def format_blocks(result: dict[str, Any]) -> str:
@@ -795,6 +866,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_blocks(result))
     print()
     print(format_stopping_rules(result))
+    print()
+    print(format_stopping_rules_by_audit(result))
     print()
     print(format_leash(result))
     print()
