@@ -215,3 +215,19 @@ def test_the_learning_signal_share_is_grpo_only():
     assert _summary(grpo, None)["groups_with_signal"] == 0.25
     ppo = [{**e, "frac_reward_zero_std": 1.0, "ppo/value_loss": 0.3} for e in grpo]  # groups of one: always zero
     assert _summary(ppo, None)["groups_with_signal"] is None
+
+
+def test_an_untriggered_detector_says_why_its_best_step_is_not_the_newest(tmp_path):
+    from trl_lab.report import format_summary
+
+    run = synthetic_run(tmp_path / "run", goodhart=False)
+    # glr with smoothing 2 after three evaluations: only step 0's smoothed value is final (the demo's case)
+    (run / "goodhart.json").write_text(json.dumps({
+        "triggered": False, "triggered_step": None, "best_step": 0, "best_gold_smoothed": 0.2222,
+        "history": [{"step": 0, "smoothed": 0.2222}, {"step": 10, "smoothed": None}, {"step": 20, "smoothed": None}],
+    }))
+    summary = write_report(run).summary
+    assert summary["goodhart"]["unsmoothed_evals"] == 2
+    line = next(x for x in format_summary(summary).splitlines() if "Goodhart detector" in x)
+    assert line.strip() == ("Goodhart detector        did not trigger (best step so far 0, smoothed held-out accuracy "
+                            "0.222; the last 2 evaluation(s) are not smoothed yet, so they cannot be its best step)")

@@ -191,6 +191,10 @@ def _compact(goodhart: dict[str, Any] | None) -> dict[str, Any] | None:
     out = {k: v for k, v in goodhart.items() if not isinstance(v, (list, dict))}
     if "proxy_at_best" not in out and "proxy_point" in out:  # GoodhartCallback's name for it
         out["proxy_at_best"] = out["proxy_point"]
+    history = goodhart.get("history")
+    if isinstance(history, list) and any(isinstance(e, dict) and "smoothed" in e for e in history):
+        # evaluations whose smoothed accuracy waits for later ones: they cannot be the best step yet
+        out["unsmoothed_evals"] = sum(1 for e in history if isinstance(e, dict) and e.get("smoothed") is None)
     return out
 
 
@@ -436,6 +440,20 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _untriggered(goodhart: dict[str, Any] | None) -> str:
+    """What the detector's best step means when it did not fire: it is chosen on smoothed held-out accuracy, so the
+    newest evaluations, whose smoothing waits for later ones, cannot be it yet (say so, or a best step of 0 reads
+    as a contradiction of a best held-out accuracy at the last step)."""
+    if not goodhart:
+        return " (no goodhart.json)"
+    text = f" (best step so far {goodhart.get('best_step')}"
+    if isinstance(smoothed := goodhart.get("best_gold_smoothed"), (int, float)):
+        text += f", smoothed held-out accuracy {smoothed:.3f}"
+    if pending := goodhart.get("unsmoothed_evals"):
+        text += f"; the last {pending} evaluation(s) are not smoothed yet, so they cannot be its best step"
+    return text + ")"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A few readable lines: what the proxy did, what accuracy did, and what the outputs look like."""
     lines = [f"run {summary.get('output_dir', '')}: {summary.get('steps')} steps"]
@@ -463,8 +481,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"({goodhart.get('trigger_reason')}), best step {goodhart.get('best_step')}, weights restored: "
                      f"{goodhart.get('restored')}")
     else:
-        lines.append(f"  Goodhart detector        did not trigger"
-                     + (f" (best step so far {goodhart.get('best_step')})" if goodhart else " (no goodhart.json)"))
+        lines.append(f"  Goodhart detector        did not trigger" + _untriggered(goodhart))
     for when in ("first", "last"):
         item = summary.get(f"{when}_heldout_completion")
         if item:
