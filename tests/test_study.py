@@ -713,7 +713,7 @@ def test_the_audit_verdict_relabels_runs_by_whether_their_audit_fell(tmp_path):
     # the detector's stop at 6 on the verbosity run is a false alarm by the audit; the healthy run's fall is missed
     assert (detector["detected"], detector["fell_runs"], detector["false_alarms"], detector["other_runs"]) == \
         (0, 1, 1, 1)
-    assert detector["relabelled"] == ["healthy 2", "verbosity 1"]
+    assert result["audit_relabelled"] == ["healthy 2", "verbosity 1"]
     assert result["stopping_rules_by_audit"]["best_checkpoint"]["mean_delay_from_fall"] is None
     table = format_stopping_rules_by_audit(result)
     assert "| detector | 0/1 | 1/1 | - |" in table and "healthy 2, verbosity 1" in table

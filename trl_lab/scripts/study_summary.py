@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ from trl_lab.report import load_goodhart, load_log_history, mcnemar_exact, serie
 from trl_lab.scripts.study import flag_value
 
 __all__ = ["AUDIT_FALL_P", "CONTRAST_ARMS", "HACKED_ARMS", "LEASH_RM", "REPLAYED_DETECTORS", "arm_summary",
-           "format_audit", "format_audit_growth", "format_health", "format_leash", "format_ppo_vs_grpo",
-           "format_precision", "format_rm_holdup", "format_stopping_rules_by_audit", "format_tone", "is_hacked", "main",
-           "precision_pairs", "replay_detector", "run_record", "score_stopping_rules", "score_stopping_rules_by_audit",
-           "stopping_rules", "summarise_study", "write_headline"]
+           "audit_relabelled", "format_audit", "format_audit_growth", "format_health", "format_leash",
+           "format_ppo_vs_grpo", "format_precision", "format_rm_holdup", "format_stopping_rules_by_audit",
+           "format_tone", "is_hacked", "main", "precision_pairs", "replay_detector", "run_record",
+           "score_stopping_rules", "score_stopping_rules_by_audit", "stopping_rules", "summarise_study",
+           "write_headline"]
 
 _RUN = re.compile(r"arm(\d+)_(\w+)$")
 #: The RM the leash arms share (arm 5's flawed one): their runs differ only in beta.
@@ -132,11 +134,16 @@ def _blocks(entries: list[dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
+def _is_loss(paired: dict[str, Any] | None, p: float = 0.05) -> bool:
+    """Whether a paired test (:func:`mcnemar_exact`) shows a significant loss: p < ``p``, more items lost than
+    gained."""
+    return paired is not None and paired["p"] < p and paired["only_before"] > paired["only_after"]
+
+
 def _lost_significantly(run: Path, before: int, after: int, n: int) -> bool:
     """Whether the evaluation at ``after`` lost significantly against ``before`` on the same items (exact McNemar
     p < 0.05, more items lost than gained); False without per-item answers at both."""
-    paired = _paired(run, before, after, n)
-    return paired is not None and paired["p"] < 0.05 and paired["only_before"] > paired["only_after"]
+    return _is_loss(_paired(run, before, after, n))
 
 
 def _first_significant_fall(run: Path, steps: list[int], n: int) -> int | None:
@@ -152,9 +159,16 @@ def _first_fall_from_best(run: Path, steps: list[int], acc: list[float], n: int)
     """``(reference, step)``: the first evaluation that lost significantly against the best evaluation before it
     (the earliest of equal bests; exact McNemar p < 0.05, more items lost than gained), or None. Unlike
     :func:`_first_significant_fall` it also sees a run that first rose and then fell back."""
+    return _first_loss_from_best(steps, acc, lambda before, after: _lost_significantly(run, before, after, n))
+
+
+def _first_loss_from_best(steps: list[int], acc: list[float],
+                          lost: Callable[[int, int], bool]) -> tuple[int, int] | None:
+    """``(reference, step)``: the first of ``steps`` for which ``lost(best step before it, step)``, the best being the
+    earliest of equal bests of ``acc``; or None."""
     for k in range(1, len(steps)):
         ref = max(range(k), key=lambda i: (acc[i], -steps[i]))
-        if _lost_significantly(run, steps[ref], steps[k], n):
+        if lost(steps[ref], steps[k]):
             return steps[ref], steps[k]
     return None
 
@@ -172,16 +186,12 @@ def _audit_fall(run: Path, p: float = AUDIT_FALL_P) -> tuple[int, int] | None:
     path = run / "audit.json"
     if not path.is_file():
         return None
-    steps = json.loads(path.read_text())["steps"]
-    order = sorted(steps, key=int)
-    if any("correct" not in steps[s] for s in order):
+    audited = {int(step): v for step, v in json.loads(path.read_text())["steps"].items()}
+    order = sorted(audited)
+    if any("correct" not in audited[s] for s in order):
         return None
-    for k in range(1, len(order)):
-        ref = max(order[:k], key=lambda s: (steps[s]["accuracy"], -int(s)))
-        test = mcnemar_exact(steps[ref]["correct"], steps[order[k]]["correct"])
-        if test["p"] < p and test["only_before"] > test["only_after"]:
-            return int(ref), int(order[k])
-    return None
+    return _first_loss_from_best(order, [audited[s]["accuracy"] for s in order], lambda before, after: _is_loss(
+        mcnemar_exact(audited[before]["correct"], audited[after]["correct"]), p))
 
 
 def run_record(run: Path) -> dict[str, Any]:
@@ -407,27 +417,32 @@ def score_stopping_rules(arms: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def audit_relabelled(arms: dict[str, Any]) -> list[str]:
+    """``"<arm> <seed>"`` of the audited runs whose audit verdict (:func:`_audit_fall`) differs from their arm's label
+    (:func:`is_hacked`)."""
+    return [f"{arm_name} {run['seed']}" for arm_name, arm in arms.items() for run in arm["runs"]
+            if "audit" in run and bool(run.get("audit_fall")) != is_hacked(arm_name, arm["number"])]
+
+
 def score_stopping_rules_by_audit(arms: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The same rules with the verdict taken from the audit instead of the arm: over audited runs only, a run is
     hacked when its audit fell significantly (:func:`_audit_fall`), whatever its arm. Per rule: stops on the runs that
     fell and on the others, and the mean steps from the audit's first significant fall to the stop (negative: the
     rule stopped before the audit could show the fall)."""
     out: dict[str, dict[str, Any]] = {}
-    for arm_name, arm in arms.items():
+    for arm in arms.values():
         for run in arm["runs"]:
             if "audit" not in run:
                 continue
             fell = run.get("audit_fall")
             for name, rule in run["stopping_rules"].items():
                 row = out.setdefault(name, {"fell_runs": 0, "detected": 0, "other_runs": 0, "false_alarms": 0,
-                                            "delays": [], "relabelled": []})
+                                            "delays": []})
                 row["fell_runs" if fell else "other_runs"] += 1
                 if rule["stop"] is not None:
                     row["detected" if fell else "false_alarms"] += 1
                     if fell:
                         row["delays"].append(rule["stop"] - fell[1])
-                if bool(fell) != is_hacked(arm_name, arm["number"]):
-                    row["relabelled"].append(f"{arm_name} {run['seed']}")
     for row in out.values():
         delays = row.pop("delays")
         row["mean_delay_from_fall"] = statistics.fmean(delays) if delays else None
@@ -471,6 +486,7 @@ def summarise_study(root: str | Path, figures: bool = True,
             arms[name]["figure"] = str((arm_dir / "seeds.png").relative_to(root))
     result: dict[str, Any] = {"root": str(root), "arms": arms, "stopping_rules": score_stopping_rules(arms),
                               "stopping_rules_by_audit": score_stopping_rules_by_audit(arms),
+                              "audit_relabelled": audit_relabelled(arms),
                               "precision": precision_pairs(root, arms)}
     if headline:
         write_headline(headline, root / "headline.png")  # type: ignore[arg-type]
@@ -616,7 +632,7 @@ def format_stopping_rules_by_audit(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {row['detected']}/{row['fell_runs']} | {row['false_alarms']}/{row['other_runs']} | "
                      f"{delay} |")
     if rows:
-        relabelled = next(iter(rows.values()))["relabelled"]
+        relabelled = result.get("audit_relabelled") or []
         lines.append("")
         lines.append(f"Runs whose audit verdict differs from their arm's label: {', '.join(relabelled) or 'none'}.")
     return "\n".join(lines)
